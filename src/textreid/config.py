@@ -1,0 +1,381 @@
+"""Typed configuration: dataclasses, YAML loading (the authors' UPPER_CASE files too) and overrides.
+
+This module and ``cli.py`` are the only places that know about configuration. Everything else
+takes explicit keyword arguments; ``to_dict``/``from_dict`` make a config self-describing inside
+checkpoints.
+
+Keys are matched case-insensitively, so ``SOLVER.BASE_LR`` (the authors' yacs spelling) and
+``solver.base_lr`` name the same field. An unknown key fails with the nearest valid keys.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be applied; the message names the key."""
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class GRUConfig:
+    onehot: str = "yes"  # word vectors: "yes" = learned embedding; "clip_vit" = frozen per-word table
+    embedding_size: int = 512  # GRU input width (word-vector width after the optional linear layer)
+    num_units: int = 512  # GRU hidden size per direction (output is 2x this)
+    vocabulary_size: int = 12000  # learned embedding: number of words; table: its width (authors' quirk)
+    dropout_keep_prob: float = 1.0  # authors' name; dropout between GRU layers = 1 - this
+    max_length: int = 100  # captions are truncated to this many words
+    num_layer: int = 1  # GRU layers
+    word_table: str = ""  # .npy [V, E] word-vector table; "" = <dataset dir>/clip_vocab_vit.npy
+    exact_max: bool = False  # True: max over valid steps only; False: authors' max(0, max_t h_t) quirk
+
+
+@dataclass
+class ResNetConfig:
+    res5_stride: int = 2  # stride of the last stage (paper: 1 -> 24x8 map at 384x128)
+    res5_dilation: int = 1  # kept for the authors' files; only 1 is supported
+    pretrained: str = ""  # authors' key; alias of MODEL.PRETRAINED when set
+    layers: list[int] = field(default_factory=list)  # blocks per stage; [] = the named model's
+    width: int = 0  # CLIP ResNet stem width; 0 = the named model's (RN50/RN101: 64)
+    output_dim: int = 0  # attention-pool output dim; 0 = the named model's (RN50: 1024, RN101: 512)
+    heads: int = 0  # attention-pool heads; 0 = the named model's
+
+
+@dataclass
+class ViTConfig:
+    patch_size: int = 0  # 0 = the named model's (ViT-B/16: 16)
+    width: int = 0  # transformer width; 0 = the named model's
+    layers: int = 0  # transformer depth; 0 = the named model's
+    heads: int = 0  # attention heads; 0 = the named model's
+    output_dim: int = 0  # projection dim; 0 = the named model's
+    stride: int = 0  # patch-embedding stride; 0 = patch_size (no overlap), < patch_size overlaps
+
+
+@dataclass
+class TextTransformerConfig:
+    context_length: int = 77  # CLIP BPE tokens per caption (longer captions are truncated)
+    width: int = 0  # 0 = the CLIP model's
+    layers: int = 0  # 0 = the CLIP model's
+    heads: int = 0  # 0 = the CLIP model's
+    output_dim: int = 0  # text projection dim; 0 = the CLIP model's
+    vocab_size: int = 49408  # CLIP BPE vocabulary
+
+
+@dataclass
+class EmbeddingConfig:
+    embed_head: str = "simple"  # "simple" (instance + global alignment) or "moco"
+    feature_size: int = 256  # joint embedding dim
+    dropout_prob: float = 0.0  # dropout before the embedding layers
+    epsilon: float = 0.1  # label smoothing of the instance loss
+
+
+@dataclass
+class MocoConfig:
+    k: int = 2048  # queue length; must be a multiple of the (global) batch size
+    m: float = 0.999  # momentum of the key encoders
+    fc: bool = False  # separate 2-layer MLP projections for the contrastive branch
+    temperature: float = 0.07  # InfoNCE temperature
+
+
+@dataclass
+class LossConfig:
+    instance: float = 1.0  # identity classification with label smoothing
+    global_align: float = 1.0  # the paper's global alignment loss
+    infonce: float = 1.0  # momentum-queue InfoNCE (moco head only)
+    sdm: float = 0.0  # similarity distribution matching (IRRA)
+    itc: float = 0.0  # CLIP-style in-batch contrastive loss
+    sdm_temperature: float = 0.02  # SDM / ITC logit temperature
+
+
+@dataclass
+class ModelConfig:
+    device: str = "cpu"  # authors' key, ignored: the device is chosen on the command line
+    visual_model: str = "m_resnet50"  # registry name of the image tower
+    textual_model: str = "bigru"  # registry name of the text tower
+    num_classes: int = 0  # identities of the training split; 0 = read from the data
+    freeze: bool = False  # freeze both towers (only the heads train)
+    weight: str = "imagenet"  # authors' key; "imagenet"/"clip" mean "load MODEL.PRETRAINED"
+    pretrained: str = ""  # local CLIP/ImageNet checkpoint file; "" = random initialisation
+    reinit_linear: bool = False  # reproduce the authors' defect: re-init every nn.Linear after loading
+    gru: GRUConfig = field(default_factory=GRUConfig)
+    resnet: ResNetConfig = field(default_factory=ResNetConfig)
+    vit: ViTConfig = field(default_factory=ViTConfig)
+    text_transformer: TextTransformerConfig = field(default_factory=TextTransformerConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    moco: MocoConfig = field(default_factory=MocoConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class InputConfig:
+    height: int = 384  # image height fed to the visual tower
+    width: int = 128  # image width
+    pixel_mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
+    pixel_std: list[float] = field(default_factory=lambda: list(CLIP_STD))
+    padding: int = 10  # pad before the random crop (training)
+    use_aug: bool = True  # flip + pad/crop + random erasing during training
+
+
+@dataclass
+class DatasetsConfig:
+    train: list[str] = field(default_factory=lambda: ["cuhkpedes_train"])  # <dataset>_<split>
+    val: list[str] = field(default_factory=list)  # model selection; [] = <train dataset>_val
+    test: list[str] = field(default_factory=lambda: ["cuhkpedes_test"])  # reported once at the end
+    use_onehot: bool = True  # authors' layout: use the shipped `onehot` word ids
+    dir: str = ""  # dataset folder; "" = <root>/datasets/<dataset folder name>
+    annotations: str = ""  # custom layout: JSONL/CSV file of (image path, person id, caption)
+
+
+@dataclass
+class DataloaderConfig:
+    num_workers: int = 4  # loader processes (0 = load in the main process)
+    ims_per_id: int = 4  # K captions per identity in a batch (P = batch / K identities)
+
+
+@dataclass
+class SolverConfig:
+    ims_per_batch: int = 128  # global batch size (split across processes)
+    num_epochs: int = 80
+    checkpoint_period: int = 40  # epochs between periodic checkpoints (best and last always kept)
+    evaluate_period: int = 1  # epochs between validations
+    optimizer: str = "Adam"  # "Adam", "AdamW" or "SGD"
+    base_lr: float = 1e-4
+    bias_lr_factor: float = 2.0  # biases get this times the lr ...
+    weight_decay: float = 4e-5
+    weight_decay_bias: float = 0.0  # ... and this weight decay
+    adam_alpha: float = 0.9  # Adam beta1 (authors' name)
+    adam_beta: float = 0.999  # Adam beta2
+    sgd_momentum: float = 0.9
+    lrscheduler: str = "step"  # "step" or "cosine"
+    warmup_factor: float = 0.1  # lr starts at this times base_lr ...
+    warmup_epochs: int = 5  # ... and rises linearly over this many epochs
+    warmup_method: str = "linear"  # "linear" or "constant"
+    gamma: float = 0.1  # step decay factor
+    steps: list[int] = field(default_factory=lambda: [40, 70])  # epochs at which lr *= gamma
+    power: float = 0.9  # authors' key (poly schedule), unused
+    target_lr: float = 0.0  # cosine schedule floor
+    amp: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp16" or "off"
+    grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
+    seed: int = 0  # seeds python, numpy and torch; the sampler derives its order from it
+    deterministic: bool = False  # deterministic algorithms (bit-exact resume on CPU)
+    sync_bn: bool = False  # SyncBatchNorm under torch.distributed
+    channels_last: bool = True  # channels-last images on GPU
+
+
+@dataclass
+class TestConfig:
+    ims_per_batch: int = 128  # evaluation batch size
+    rerank: bool = False  # add the authors' Jaccard re-ranking term
+    rerank_k: int = 5  # neighbours in the re-ranking sets
+    rerank_alpha: float = 0.05  # weight of the Jaccard term
+
+
+@dataclass
+class Config:
+    root: str = "./"  # data live under <root>/datasets/
+    output_dir: str = "output"  # checkpoints, logs, metrics
+    dtype: str = "float32"  # authors' key, unused
+    amp_verbose: bool = False  # authors' key, unused
+    model: ModelConfig = field(default_factory=ModelConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    datasets: DatasetsConfig = field(default_factory=DatasetsConfig)
+    dataloader: DataloaderConfig = field(default_factory=DataloaderConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+
+# --------------------------------------------------------------------------- loading
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts/lists (lower-case keys), e.g. for a checkpoint."""
+    return dataclasses.asdict(cfg)
+
+
+def valid_keys(cfg: Any | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key a file or override may set, in lower case."""
+    cfg = Config() if cfg is None else cfg
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys.extend(valid_keys(value, prefix + f.name + "."))
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _unknown(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key.lower(), valid_keys(), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(k.upper() for k in close)}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _parse_scalar(text: str) -> Any:
+    """A command-line or YAML string value: YAML first, then Python literals like ``(40, 70)``."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, str) and value.strip()[:1] in "([{":
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+    return value
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert ``value`` to the field's declared type or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    if isinstance(value, str) and annotation is not str:
+        value = _parse_scalar(value)
+    try:
+        if origin is list:
+            (item_type,) = typing.get_args(annotation)
+            if isinstance(value, (str, int, float)):
+                value = [value]
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return [_coerce(key, v, item_type) for v in value]
+        if annotation is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
+            raise TypeError
+        if annotation is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if annotation is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if annotation is str:
+            if isinstance(value, (dict, list)):
+                raise TypeError
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise ConfigError(f"config key {key!r}: unsupported type {annotation!r}")
+    type_name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"config key {key.upper()!r} expects {type_name}, got {value!r}")
+
+
+def set_value(cfg: Config, dotted_key: str, value: Any) -> None:
+    """Set one dotted key (any case) on ``cfg`` with type checking."""
+    node: Any = cfg
+    parts = dotted_key.split(".")
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(type(node))
+        name = part.lower()
+        if name not in hints:
+            raise _unknown(dotted_key)
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(node, name)):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config key {dotted_key!r} is a section, got {value!r}")
+                merge_dict(cfg, value, prefix=".".join(parts) + ".")
+                return
+            setattr(node, name, _coerce(dotted_key, value, hints[name]))
+            return
+        node = getattr(node, name)
+        if not dataclasses.is_dataclass(node):
+            raise _unknown(dotted_key)
+
+
+def merge_dict(cfg: Config, data: dict[str, Any], prefix: str = "") -> Config:
+    """Merge nested dicts (UPPER or lower case keys) into ``cfg``."""
+    for key, value in data.items():
+        dotted = prefix + str(key)
+        if isinstance(value, dict):
+            node: Any = cfg
+            for part in dotted.split("."):
+                name = part.lower()
+                if not dataclasses.is_dataclass(node) or name not in typing.get_type_hints(type(node)):
+                    raise _unknown(dotted)
+                node = getattr(node, name)
+            if dataclasses.is_dataclass(node):
+                merge_dict(cfg, value, prefix=dotted + ".")
+                continue
+        set_value(cfg, dotted, value)
+    return cfg
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path as given, or the name of a packaged config (``cuhkpedes/moco_...``)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    for name in (str(path), str(path) + ".yaml"):
+        packaged = PACKAGED_CONFIGS / name
+        if packaged.is_file():
+            return packaged
+    raise ConfigError(
+        f"config file {str(path)!r} not found (neither a file nor a packaged config under "
+        f"{PACKAGED_CONFIGS}; packaged: {', '.join(list_packaged_configs())})"
+    )
+
+
+def list_packaged_configs() -> list[str]:
+    """Names of the configs shipped with the package, e.g. ``cuhkpedes/moco_gru_cliprn50...``."""
+    return sorted(str(p.relative_to(PACKAGED_CONFIGS).with_suffix("")) for p in PACKAGED_CONFIGS.rglob("*.yaml"))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file (if any), then ``KEY VALUE`` override pairs."""
+    cfg = Config()
+    if path is not None:
+        resolved = resolve_config_path(path)
+        try:
+            data = yaml.safe_load(resolved.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{resolved}: not valid YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{resolved}: expected a mapping at the top level, got {type(data).__name__}")
+        try:
+            merge_dict(cfg, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{resolved}: {exc}") from exc
+    apply_overrides(cfg, overrides or [])
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``["SOLVER.BASE_LR", "2e-4", ...]`` pairs (the authors' ``opts`` style)."""
+    if len(overrides) % 2:
+        raise ConfigError(f"overrides come in KEY VALUE pairs; got an odd list: {overrides}")
+    for key, value in zip(overrides[::2], overrides[1::2]):
+        set_value(cfg, key, value)
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``to_dict`` output (e.g. stored in a checkpoint)."""
+    return merge_dict(Config(), data)
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (UPPER_CASE keys, readable by ``load_config``)."""
+
+    def upper(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k.upper(): upper(v) for k, v in node.items()}
+        return node
+
+    return yaml.safe_dump(upper(to_dict(cfg)), sort_keys=False)
