@@ -134,7 +134,7 @@ class InputConfig:
 @dataclass
 class DatasetsConfig:
     train: list[str] = field(default_factory=lambda: ["cuhkpedes_train"])  # <dataset>_<split>
-    val: list[str] = field(default_factory=list)  # model selection; [] = <train dataset>_val
+    val: list[str] = field(default_factory=lambda: ["auto"])  # model selection; "auto" = <train>_val if any; [] = none
     test: list[str] = field(default_factory=lambda: ["cuhkpedes_test"])  # reported once at the end
     use_onehot: bool = True  # authors' layout: use the shipped `onehot` word ids
     dir: str = ""  # dataset folder; "" = <root>/datasets/<dataset folder name>

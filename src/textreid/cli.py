@@ -1,0 +1,283 @@
+"""The ``textreid`` command: the only place that reads argv (and, with config.py, configuration).
+
+Each subcommand parses its flags, builds explicit arguments and calls one library function.
+Imports are done inside the handlers so ``textreid --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from textreid.config import ConfigError, load_config
+
+DEFAULT_SYNTH_IDS = 1000
+
+
+# --------------------------------------------------------------------------- helpers
+def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config-file", required=required, metavar="FILE",
+                   help="YAML config (a path, or a packaged name such as cuhkpedes/moco_gru_cliprn50_ls_bs128_2048)")
+    p.add_argument("--root", default=None, metavar="DIR",
+                   help="data root: datasets are read from DIR/datasets/<name>/ (default: config ROOT, './')")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                   help="config overrides, e.g. SOLVER.BASE_LR 2e-4 (after all flags)")
+
+
+def _config(args: argparse.Namespace):
+    cfg = load_config(args.config_file, args.opts)
+    if args.root is not None:
+        cfg.root = args.root
+    return cfg
+
+
+def _default_output_dir(cfg, config_file: str) -> Path:
+    """The authors' convention: <root>/output/<config folder>/<config name>."""
+    p = Path(config_file)
+    return Path(cfg.root) / "output" / p.parent.name / p.stem
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        return f"cuda:{local_rank}"
+    return "cpu"
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_synth(args: argparse.Namespace) -> int:
+    from textreid.data.synth import generate
+
+    summary = generate(args.out, num_ids=args.ids, seed=args.seed, images_per_id=args.images_per_id,
+                       workers=args.workers, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from textreid.data.check import check_datasets
+
+    cfg = _config(args)
+    names = list(dict.fromkeys(cfg.datasets.train + _val_names(cfg) + cfg.datasets.test))
+    report = check_datasets(names, root=cfg.root, dataset_dir=cfg.datasets.dir,
+                            annotations=cfg.datasets.annotations, max_length=_max_length(cfg),
+                            open_images=not args.no_open_images, progress=not args.quiet)
+    print(report.table())
+    for problem in report.problems:
+        print(f"PROBLEM {problem}")
+    print("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
+    return 0 if report.ok else 1
+
+
+def _val_names(cfg) -> list[str]:
+    return [n for n in cfg.datasets.val if n != "auto"]
+
+
+def _max_length(cfg) -> int:
+    if cfg.model.textual_model == "clip_transformer":
+        return cfg.model.text_transformer.context_length
+    return cfg.model.gru.max_length
+
+
+def cmd_vocab(args: argparse.Namespace) -> int:
+    from textreid.engine.vocab import build_vocab_and_table
+
+    cfg = _config(args)
+    out = build_vocab_and_table(cfg, clip_checkpoint=args.clip, out_dir=args.out, device=_device(args.device),
+                                progress=not args.quiet)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from textreid.engine.trainer import train
+
+    cfg = _config(args)
+    output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(cfg, args.config_file)
+    train(cfg, output_dir=output_dir, resume_from=args.resume_from, use_tensorboard=args.use_tensorboard,
+          device=_device(args.device), progress=not args.quiet)
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from textreid.engine.evaluator import test
+
+    cfg = _config(args)
+    output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(cfg, args.config_file)
+    test(cfg, checkpoint_file=args.checkpoint_file, output_dir=output_dir, rerank=args.rerank or cfg.test.rerank,
+         save_features=args.save_features, split=args.split, device=_device(args.device),
+         progress=not args.quiet)
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from textreid.search.index import build_index_from_checkpoint
+
+    manifest = build_index_from_checkpoint(args.checkpoint, args.images, args.out, device=_device(args.device),
+                                           batch_size=args.batch_size, index_type=args.index_type,
+                                           progress=not args.quiet)
+    print(json.dumps(manifest if isinstance(manifest, dict) else manifest.to_dict(), indent=2, default=str))
+    return 0
+
+
+def cmd_index_merge(args: argparse.Namespace) -> int:
+    from textreid.search.index import merge_shards
+
+    manifest = merge_shards([Path(s) for s in args.shards], Path(args.out), index_type=args.index_type)
+    print(json.dumps(manifest if isinstance(manifest, dict) else manifest.to_dict(), indent=2, default=str))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from textreid.search.html import render_results
+    from textreid.search.searcher import Searcher
+
+    queries = list(args.query)
+    if args.queries_file:
+        lines = Path(args.queries_file).read_text(encoding="utf-8").splitlines()
+        queries += [line.strip() for line in lines if line.strip()]
+    if not queries:
+        raise SystemExit("textreid search: give a description or --queries-file FILE")
+    searcher = Searcher(args.index, device=_device(args.device))
+    results = searcher.search(queries, k=args.k)
+    if args.json:
+        print(json.dumps([{"query": q, "results": [h.to_dict() for h in hits]}
+                          for q, hits in zip(queries, results)], indent=2))
+    else:
+        for q, hits in zip(queries, results):
+            print(f"# {q}")
+            for h in hits:
+                print(f"{h.rank:3d}  {h.score:.4f}  {h.path}")
+    if args.html:
+        print(f"wrote {render_results(queries, results, Path(args.html))}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from textreid.search.server import serve
+
+    serve(args.index, host=args.host, port=args.port, device=_device(args.device))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from textreid.engine.demo import run_demo
+
+    run_demo(Path(args.out), num_ids=args.ids, seed=args.seed, epochs=args.epochs, device=_device(args.device),
+             progress=not args.quiet)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textreid", description="Text-based person search (TextReID and beyond).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, fn) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        return p
+
+    p = add("synth", "generate the synthetic pedestrian dataset (authors' layout + raw layout)", cmd_synth)
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write, e.g. data/datasets/synth")
+    p.add_argument("--ids", type=int, default=DEFAULT_SYNTH_IDS, help="number of persons")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images-per-id", type=int, default=4)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+
+    p = sub.add_parser("data", help="dataset tools", description="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    p = data_sub.add_parser("check", help="count ids/images/captions per split and validate every entry",
+                            description="count ids/images/captions per split and validate every entry; "
+                                        "exit status 1 when anything is wrong")
+    p.set_defaults(fn=cmd_data_check)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-open-images", action="store_true", help="only check that image files exist")
+    _add_config_args(p)
+
+    p = add("vocab", "build the word vocabulary from training captions and its CLIP word-vector table", cmd_vocab)
+    p.add_argument("--clip", required=True, metavar="CKPT", help="local CLIP checkpoint (OpenAI .pt, open_clip, safetensors)")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write vocab.json + the table (default: dataset folder)")
+    p.add_argument("--device", default="auto")
+    _add_config_args(p)
+
+    p = add("train", "train a model (the authors' train_net.py flags are accepted)", cmd_train)
+    p.add_argument("--output-dir", default=None, metavar="DIR", help="default: <root>/output/<config dir>/<config name>")
+    p.add_argument("--resume-from", default=None, metavar="CKPT", help="continue a run exactly where it stopped")
+    p.add_argument("--use-tensorboard", action="store_true", help="write TensorBoard scalars to <output>/tensorboard")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    _add_config_args(p)
+
+    p = add("test", "evaluate a checkpoint (ours or the authors' best.pth); writes metrics.json", cmd_test)
+    p.add_argument("--checkpoint-file", required=True, metavar="CKPT")
+    p.add_argument("--output-dir", default=None, metavar="DIR")
+    p.add_argument("--rerank", action="store_true", help="also report the authors' Jaccard re-ranking")
+    p.add_argument("--save-features", action="store_true", help="write features.npz (embeddings, person ids, image ids)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--device", default="auto")
+    _add_config_args(p)
+
+    p = add("index", "embed a folder (or list) of images into a searchable index", cmd_index)
+    p.add_argument("--checkpoint", required=False, metavar="CKPT")
+    p.add_argument("--images", required=False, metavar="DIR|LIST")
+    p.add_argument("--out", required=True, metavar="INDEX_DIR")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--index-type", default="auto", help="auto | flat | ivf | hnsw")
+    p.add_argument("--device", default="auto")
+    p.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
+
+    p = add("search", "search an index by text", cmd_search)
+    p.add_argument("--index", required=True, metavar="INDEX_DIR")
+    p.add_argument("query", nargs="*", help="description(s), e.g. 'a man in a grey hoodie with a black backpack'")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--queries-file", metavar="FILE", help="one description per line")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--html", metavar="OUT.html", help="also write a page of result thumbnails")
+    p.add_argument("--device", default="auto")
+
+    p = add("serve", "web page + JSON API over an index (localhost by default)", cmd_serve)
+    p.add_argument("--index", required=True, metavar="INDEX_DIR")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto")
+
+    p = add("demo", "synthetic data -> train the tiny CPU model -> evaluate -> results page", cmd_demo)
+    p.add_argument("--out", default="demo", metavar="DIR", help="working folder (data, checkpoints, results)")
+    p.add_argument("--ids", type=int, default=None, help="persons to generate (default: the demo's)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo config's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``textreid`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `textreid index merge SHARD... --out DIR` shares the `index` parser; route it here.
+    if argv[:2] == ["index", "merge"]:
+        p = argparse.ArgumentParser(prog="textreid index merge", description="join index shards into one index")
+        p.add_argument("shards", nargs="+", metavar="SHARD_DIR")
+        p.add_argument("--out", required=True, metavar="INDEX_DIR")
+        p.add_argument("--index-type", default="auto")
+        return cmd_index_merge(p.parse_args(argv[2:]))
+    args = build_parser().parse_args(argv)
+    if args.command == "index" and (not args.checkpoint or not args.images):
+        build_parser().error("textreid index: --checkpoint and --images are required")
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"textreid {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

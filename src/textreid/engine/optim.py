@@ -1,0 +1,72 @@
+"""Optimizer parameter groups and per-epoch learning-rate schedules (the paper's recipe)."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, *, base_lr: float, weight_decay: float, bias_lr_factor: float = 2.0,
+                 weight_decay_bias: float = 0.0) -> list[dict]:
+    """Two groups: weights (lr, weight decay) and biases (``bias_lr_factor``·lr, ``weight_decay_bias``).
+
+    Frozen parameters (``requires_grad=False``: momentum key encoders, word tables) are left out.
+    """
+    weights, biases = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (biases if name.endswith("bias") else weights).append(p)
+    return [
+        {"params": weights, "lr": base_lr, "weight_decay": weight_decay, "initial_lr": base_lr},
+        {"params": biases, "lr": base_lr * bias_lr_factor, "weight_decay": weight_decay_bias,
+         "initial_lr": base_lr * bias_lr_factor},
+    ]
+
+
+def build_optimizer(model: nn.Module, *, name: str = "Adam", base_lr: float = 1e-4, weight_decay: float = 4e-5,
+                    bias_lr_factor: float = 2.0, weight_decay_bias: float = 0.0, betas=(0.9, 0.999),
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Adam (the paper), AdamW or SGD over :func:`param_groups`."""
+    groups = param_groups(model, base_lr=base_lr, weight_decay=weight_decay, bias_lr_factor=bias_lr_factor,
+                          weight_decay_bias=weight_decay_bias)
+    optimizers = {
+        "adam": lambda: torch.optim.Adam(groups, lr=base_lr, betas=tuple(betas)),
+        "adamw": lambda: torch.optim.AdamW(groups, lr=base_lr, betas=tuple(betas)),
+        "sgd": lambda: torch.optim.SGD(groups, lr=base_lr, momentum=momentum),
+    }
+    if name.lower() not in optimizers:
+        raise ValueError(f"unknown SOLVER.OPTIMIZER {name!r}; valid: Adam, AdamW, SGD")
+    return optimizers[name.lower()]()
+
+
+def lr_factor(epoch: int, *, schedule: str = "step", num_epochs: int = 80, steps=(40, 70), gamma: float = 0.1,
+              warmup_epochs: int = 5, warmup_factor: float = 0.1, warmup_method: str = "linear",
+              target_factor: float = 0.0) -> float:
+    """Multiplier of the base lr during ``epoch`` (0-based): warm-up, then step decay or cosine."""
+    warm = 1.0
+    if epoch < warmup_epochs:
+        if warmup_method == "constant":
+            warm = warmup_factor
+        elif warmup_method == "linear":
+            alpha = epoch / warmup_epochs
+            warm = warmup_factor * (1 - alpha) + alpha
+        else:
+            raise ValueError(f"unknown SOLVER.WARMUP_METHOD {warmup_method!r}; valid: linear, constant")
+    if schedule == "step":
+        return warm * gamma ** bisect_right(list(steps), epoch)
+    if schedule == "cosine":
+        if epoch < warmup_epochs:
+            return warm
+        span = max(1, num_epochs - warmup_epochs)
+        progress = (epoch - warmup_epochs) / span
+        return target_factor + (1 - target_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown SOLVER.LRSCHEDULER {schedule!r}; valid: step, cosine")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, **kwargs) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-epoch LambdaLR over :func:`lr_factor` (call ``.step()`` once per epoch)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, **kwargs))
