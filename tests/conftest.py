@@ -1,0 +1,145 @@
+"""Shared fixtures: tiny datasets written in each real file layout under a temporary root."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# the hidden word list of the authors'-layout fixture: onehot ids index it
+FIXTURE_WORDS = ["a", "man", "woman", "in", "red", "blue", "green", "coat", "shirt", "with",
+                 "black", "white", "bag", "hat", "pants"]
+
+
+def fixture_sentence(pid: int, img: int, cap: int) -> str:
+    """A deterministic caption made of FIXTURE_WORDS only."""
+    person = ("man", "woman")[pid % 2]
+    colour = ("red", "blue", "green")[(pid + img) % 3]
+    garment = ("coat", "shirt")[cap % 2]
+    extra = ("black", "white")[(img + cap) % 2]
+    item = ("bag", "hat", "pants")[pid % 3]
+    return f"A {person} in {colour} {garment}, with {extra} {item}."
+
+
+def fixture_onehot(sentence: str) -> list[int]:
+    return [FIXTURE_WORDS.index(w) for w in re.findall(r"[a-z]+", sentence.lower())]
+
+
+def write_image(path: Path, value: int = 0, size: tuple[int, int] = (8, 16)) -> Path:
+    """A tiny RGB PNG (W x H = size) whose colour depends on ``value``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    colour = ((37 * value) % 256, (91 * value + 40) % 256, (53 * value + 90) % 256)
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def write_authors_layout(folder: Path, splits: dict[str, list[int]], images_per_id: int = 2,
+                         captions_per_image: int = 2) -> None:
+    """``folder/annotations/{split}.json``, ``folder/imgs/...`` and ``folder/clip_vocab_vit.npy``."""
+    (folder / "annotations").mkdir(parents=True, exist_ok=True)
+    image_id = 0
+    for split, ids in splits.items():
+        entries = []
+        for pid in ids:
+            for img in range(images_per_id):
+                rel = f"{split}/{pid:04d}_{img}.png"
+                write_image(folder / "imgs" / rel, pid * 10 + img)
+                for cap in range(captions_per_image):
+                    sentence = fixture_sentence(pid, img, cap)
+                    entries.append({"image_id": image_id, "id": pid, "file_path": rel,
+                                    "sentence": sentence, "onehot": fixture_onehot(sentence)})
+                image_id += 1
+        (folder / "annotations" / f"{split}.json").write_text(json.dumps({"annotations": entries}))
+    np.save(folder / "clip_vocab_vit.npy", np.zeros((len(FIXTURE_WORDS), 4), dtype=np.float32))
+
+
+def write_per_image_layout(folder: Path, file_name: str, splits: dict[str, list[int | str]], *,
+                           path_key: str = "file_path", images_per_id: int = 2,
+                           captions_per_image: int = 2) -> list[dict]:
+    """One JSON list of per-image entries (CUHK reid_raw.json / ICFG / RSTPReid style)."""
+    entries = []
+    for split, ids in splits.items():
+        for n, pid in enumerate(ids):
+            for img in range(images_per_id):
+                rel = f"{split}/{pid}_{img}.jpg"
+                write_image(folder / "imgs" / rel, n * 10 + img)
+                captions = [fixture_sentence(n, img, c) for c in range(captions_per_image)]
+                entries.append({"split": split, "id": pid, path_key: rel, "captions": captions,
+                                "processed_tokens": [c.lower().split() for c in captions]})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / file_name).write_text(json.dumps(entries))
+    return entries
+
+
+@pytest.fixture
+def authors_root(tmp_path: Path) -> Path:
+    """Root with datasets/cuhkpedes in the authors' layout: train ids 0..2, val 10, test 20..21."""
+    write_authors_layout(tmp_path / "datasets" / "cuhkpedes", {"train": [0, 1, 2], "val": [10], "test": [20, 21]})
+    return tmp_path
+
+
+@pytest.fixture
+def raw_cuhk_root(tmp_path: Path) -> Path:
+    """Root with datasets/cuhkpedes/reid_raw.json: train ids 12, 5, 9 (not contiguous), test 40."""
+    write_per_image_layout(tmp_path / "datasets" / "cuhkpedes", "reid_raw.json",
+                           {"train": [12, 5, 9], "val": [30], "test": [40]})
+    return tmp_path
+
+
+@pytest.fixture
+def icfg_root(tmp_path: Path) -> Path:
+    """Root with datasets/icfgpedes/ICFG-PEDES.json: train and test only, one caption per image."""
+    write_per_image_layout(tmp_path / "datasets" / "icfgpedes", "ICFG-PEDES.json",
+                           {"train": [0, 1, 2], "test": [3, 4]}, captions_per_image=1)
+    return tmp_path
+
+
+@pytest.fixture
+def rstp_root(tmp_path: Path) -> Path:
+    """Root with datasets/rstpreid/data_captions.json using the key ``img_path``."""
+    write_per_image_layout(tmp_path / "datasets" / "rstpreid", "data_captions.json",
+                           {"train": [7, 3], "val": [100], "test": [200, 201]}, path_key="img_path")
+    return tmp_path
+
+
+CUSTOM_ROWS = [  # (image, person_id, caption, split)
+    ("pics/a1.png", "alice", "a woman in a red coat", "train"),
+    ("pics/a1.png", "alice", "red coat, black bag", "train"),
+    ("pics/b1.png", "bob", "a man in a blue shirt", "train"),
+    ("pics/c1.png", "10", "a man with a hat", "train"),
+    ("pics/c2.png", "9", "a man with a green hat", ""),
+    ("pics/t1.png", "zed", "a woman in white", "test"),
+]
+
+
+@pytest.fixture
+def custom_jsonl(tmp_path: Path) -> Path:
+    """A custom JSONL annotation file (split omitted where CUSTOM_ROWS has "")."""
+    folder = tmp_path / "mine"
+    lines = []
+    for i, (image, pid, caption, split) in enumerate(CUSTOM_ROWS):
+        write_image(folder / image, i)
+        entry = {"image": image, "person_id": int(pid) if pid.isdigit() else pid, "caption": caption}
+        if split:
+            entry["split"] = split
+        lines.append(json.dumps(entry))
+    (folder / "ann.jsonl").write_text("\n".join(lines) + "\n\n")
+    return folder / "ann.jsonl"
+
+
+@pytest.fixture
+def custom_csv(tmp_path: Path) -> Path:
+    """The same rows as ``custom_jsonl`` as a CSV file with a header."""
+    folder = tmp_path / "mine_csv"
+    with open(folder.mkdir(parents=True) or folder / "ann.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "person_id", "caption", "split"])
+        for i, row in enumerate(CUSTOM_ROWS):
+            write_image(folder / row[0], i)
+            writer.writerow(row)
+    return folder / "ann.csv"
