@@ -1,0 +1,217 @@
+"""Config -> model: the one place where ``MODEL.*`` keys become keyword arguments of the towers and head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from textreid.config import Config
+from textreid.models.gru import BiGRUTower
+from textreid.models.textreid import TextReID
+from textreid.models.visual import build_visual_tower
+
+
+@dataclass(frozen=True)
+class TextTowerSpec:
+    """How to build a text tower from the config, and which tokenizer feeds it."""
+
+    build: Callable[..., nn.Module]  # (cfg, *, vocab_size, word_table, pretrained) -> tower
+    tokenizer: str  # "words" (WordTokenizer) or "clip_bpe" (ClipTokenizer)
+
+
+def _pretrained_path(cfg: Config) -> str:
+    """MODEL.PRETRAINED (or the authors' MODEL.RESNET.PRETRAINED), relative paths tried under ROOT too."""
+    path = cfg.model.pretrained or cfg.model.resnet.pretrained
+    if not path:
+        return ""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (Path(cfg.root) / p).exists():
+        p = Path(cfg.root) / p
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"MODEL.PRETRAINED = {path!r}: file not found (also tried under ROOT = {cfg.root!r}); "
+            "give a local CLIP checkpoint (e.g. RN50.pt) or '' for random initialisation"
+        )
+    return str(p)
+
+
+def _build_bigru(
+    cfg: Config, *, vocab_size: int, word_table: np.ndarray | torch.Tensor | None, pretrained: str
+) -> BiGRUTower:
+    g = cfg.model.gru
+    common = dict(
+        embed_size=g.embedding_size,
+        hidden_size=g.num_units,
+        num_layers=g.num_layer,
+        dropout=1.0 - g.dropout_keep_prob,
+        exact_max=g.exact_max,
+    )
+    if g.onehot.lower() == "yes":
+        words = vocab_size if vocab_size > 0 else g.vocabulary_size
+        return BiGRUTower(vocab_size=words, word_table=None, **common)
+    if word_table is None:
+        raise ValueError(
+            f"MODEL.GRU.ONEHOT = {g.onehot!r} uses a frozen per-word vector table, but none was given; "
+            "pass the [V, E] table (MODEL.GRU.WORD_TABLE, or <dataset>/clip_vocab_vit.npy), "
+            "or set MODEL.GRU.ONEHOT 'yes' for a learned word embedding"
+        )
+    table = torch.as_tensor(np.asarray(word_table) if not isinstance(word_table, torch.Tensor) else word_table)
+    if table.dim() != 2:
+        raise ValueError(f"word table must be [V, E], got shape {tuple(table.shape)}")
+    if vocab_size > table.shape[0]:
+        raise ValueError(
+            f"the vocabulary has {vocab_size} words but the word table only {table.shape[0]} rows; "
+            "the table must hold one vector per vocabulary id"
+        )
+    return BiGRUTower(vocab_size=table.shape[0], word_table=table, **common)
+
+
+def _build_clip_transformer(
+    cfg: Config, *, vocab_size: int, word_table: np.ndarray | torch.Tensor | None, pretrained: str
+) -> nn.Module:
+    from textreid.models.text_transformer import ClipTextTower
+
+    t = cfg.model.text_transformer
+    # sizes left at 0 are read from the pretrained file (or are OpenAI ViT-B's without one)
+    return ClipTextTower(
+        context_length=t.context_length,
+        vocab_size=t.vocab_size,
+        width=t.width,
+        layers=t.layers,
+        heads=t.heads,
+        output_dim=t.output_dim,
+        pretrained=pretrained,
+    )
+
+
+TEXT_TOWERS: dict[str, TextTowerSpec] = {
+    "bigru": TextTowerSpec(_build_bigru, "words"),
+    "clip_transformer": TextTowerSpec(_build_clip_transformer, "clip_bpe"),
+}
+
+
+def _text_spec(cfg: Config) -> TextTowerSpec:
+    name = cfg.model.textual_model
+    if name not in TEXT_TOWERS:
+        raise KeyError(f"unknown MODEL.TEXTUAL_MODEL {name!r}; valid names: {', '.join(sorted(TEXT_TOWERS))}")
+    return TEXT_TOWERS[name]
+
+
+def tokenizer_kind(cfg: Config) -> str:
+    """``"words"`` for the BiGRU (dataset word ids), ``"clip_bpe"`` for CLIP's text transformer."""
+    return _text_spec(cfg).tokenizer
+
+
+def build_model(
+    cfg: Config,
+    *,
+    num_classes: int,
+    vocab_size: int,
+    word_table: np.ndarray | torch.Tensor | None,
+    load_pretrained: bool = True,
+) -> TextReID:
+    """The TextReID model described by ``cfg``.
+
+    ``num_classes``: identities of the training split (0 = use MODEL.NUM_CLASSES). ``vocab_size``:
+    words of the dataset vocabulary (learned embedding). ``word_table``: the frozen ``[V, E]``
+    word vectors when MODEL.GRU.ONEHOT is not "yes". ``load_pretrained=False`` skips reading
+    MODEL.PRETRAINED and the authors' re-initialisation (use it when weights come from a checkpoint).
+    """
+    m = cfg.model
+    classes = num_classes if num_classes > 0 else m.num_classes
+    if classes < 1:
+        raise ValueError("number of identities unknown: pass num_classes from the training data or set MODEL.NUM_CLASSES")
+    pretrained = _pretrained_path(cfg) if load_pretrained else ""
+    is_vit = "vit" in m.visual_model
+    visual = build_visual_tower(
+        m.visual_model,
+        image_size=(cfg.input.height, cfg.input.width),
+        res5_stride=m.resnet.res5_stride,
+        layers=list(m.resnet.layers) or None,
+        width=m.resnet.width,
+        output_dim=m.vit.output_dim if is_vit else m.resnet.output_dim,
+        heads=m.resnet.heads,
+        patch_size=m.vit.patch_size,
+        vit_width=m.vit.width,
+        vit_layers=m.vit.layers,
+        vit_heads=m.vit.heads,
+        vit_stride=m.vit.stride,
+        pretrained=pretrained,
+    )
+    textual = _text_spec(cfg).build(cfg, vocab_size=vocab_size, word_table=word_table, pretrained=pretrained)
+    e, mc, lw = m.embedding, m.moco, m.losses
+    model = TextReID(
+        visual=visual,
+        textual=textual,
+        num_classes=classes,
+        feature_size=e.feature_size,
+        head=e.embed_head,
+        moco_k=mc.k,
+        moco_m=mc.m,
+        moco_fc=mc.fc,
+        temperature=mc.temperature,
+        epsilon=e.epsilon,
+        loss_weights={
+            "instance": lw.instance,
+            "global_align": lw.global_align,
+            "infonce": lw.infonce,
+            "sdm": lw.sdm,
+            "itc": lw.itc,
+        },
+        sdm_temperature=lw.sdm_temperature,
+        dropout=e.dropout_prob,
+        freeze_towers=m.freeze,
+    )
+    if m.reinit_linear and load_pretrained:
+        model.reinit_linear_like_authors()
+    return model
+
+
+def model_from_state_dict(cfg: Config, state_dict: dict[str, torch.Tensor]) -> TextReID:
+    """Rebuild the model of ``cfg`` with the sizes found in ``state_dict`` and load it strictly."""
+    if "projection" not in state_dict:
+        raise KeyError("the state dict has no 'projection' entry: not a TextReID model saved by textreid")
+    table = state_dict.get("textual.word_table")
+    embed = state_dict.get("textual.embed.weight")
+    vocab_size = embed.shape[0] if embed is not None and embed.dim() == 2 and table is None else 0
+    model = build_model(
+        cfg,
+        num_classes=state_dict["projection"].shape[1],
+        vocab_size=vocab_size,
+        # placeholder of the right shape; the real table is in the state dict
+        word_table=torch.zeros(table.shape) if table is not None else None,
+        load_pretrained=False,
+    )
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def build_text_tokenizer(cfg: Config, vocab: Any | None) -> Callable[[list[str]], dict[str, torch.Tensor]]:
+    """The tokenizer matching the text tower of ``cfg`` (``vocab``: a ``Vocabulary`` for word ids)."""
+    from textreid.data.text import build_tokenizer
+
+    kind = tokenizer_kind(cfg)
+    if kind == "words" and vocab is None:
+        raise ValueError("the BiGRU text tower needs the word vocabulary; none was given (or stored in the checkpoint)")
+    return build_tokenizer(
+        kind,
+        vocab=vocab,
+        max_length=cfg.model.gru.max_length,
+        context_length=cfg.model.text_transformer.context_length,
+    )
+
+
+def build_test_transform(cfg: Config) -> Callable[[Any], torch.Tensor]:
+    """The evaluation image transform of ``cfg`` (resize + normalise)."""
+    from textreid.data.transforms import build_transforms
+
+    i = cfg.input
+    return build_transforms(
+        height=i.height, width=i.width, mean=list(i.pixel_mean), std=list(i.pixel_std), train=False
+    )

@@ -1,0 +1,454 @@
+"""Image towers: CLIP's modified ResNet and ViT adapted to person crops, and a torchvision ResNet baseline.
+
+Every tower maps ``images [B, 3, H, W]`` to ``[B, out_dim]`` and has an ``out_dim`` attribute.
+``build_visual_tower(name, **sizes)`` looks the name up in ``VISUAL_TOWERS``.
+
+The CLIP towers subclass open_clip's ``ModifiedResNet`` / ``VisionTransformer``, so their
+state-dict keys are exactly CLIP's ``visual.*`` keys without the prefix (``conv1.weight``,
+``layer4.2.bn3.running_var``, ``attnpool.positional_embedding``, ...): OpenAI's files and the
+authors' ``best.pth`` (``visual_model.<those keys>``) load without renaming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from open_clip.modified_resnet import Bottleneck, ModifiedResNet
+from open_clip.transformer import LayerNorm, QuickGELU, VisionTransformer
+from torch import Tensor, nn
+
+from .clip_weights import (
+    ClipWeightsError,
+    check_state_dict,
+    clip_architecture,
+    describe_architecture,
+    load_clip_state_dict,
+    split_clip_state_dict,
+)
+
+ImageSize = tuple[int, int]
+
+
+def resize_pos_embed(
+    pos: Tensor,
+    new_grid: Sequence[int],
+    *,
+    old_grid: Sequence[int] | None = None,
+    mode: str = "bilinear",
+) -> Tensor:
+    """Resize ``[1 + h0*w0, C]`` positional embeddings to ``[1 + h*w, C]``; the class token is kept.
+
+    The grid part is interpolated with ``align_corners=False`` (the authors' flags in their
+    ``m_resnet.py``: bilinear, ``align_corners=False``). ``old_grid`` defaults to a square grid.
+    """
+    h, w = int(new_grid[0]), int(new_grid[1])
+    cls_tok, grid = pos[:1], pos[1:]  # [1, C], [h0*w0, C]
+    if old_grid is None:
+        side = int(round(grid.shape[0] ** 0.5))
+        old_grid = (side, side)
+    h0, w0 = int(old_grid[0]), int(old_grid[1])
+    if h0 * w0 != grid.shape[0]:
+        raise ValueError(
+            f"positional embedding has {grid.shape[0]} grid tokens, not a {h0}x{w0} grid"
+        )
+    if (h0, w0) == (h, w):
+        return pos.clone()
+    dtype = pos.dtype
+    grid = grid.float().reshape(1, h0, w0, -1).permute(0, 3, 1, 2)  # [1, C, h0, w0]
+    grid = F.interpolate(grid, size=(h, w), mode=mode, align_corners=False)  # [1, C, h, w]
+    grid = grid.permute(0, 2, 3, 1).reshape(h * w, -1).to(dtype)  # [h*w, C]
+    return torch.cat([cls_tok, grid], dim=0)  # [1 + h*w, C]
+
+
+def _pair(size: int | Sequence[int]) -> ImageSize:
+    if isinstance(size, int):
+        return (size, size)
+    h, w = size
+    return (int(h), int(w))
+
+
+def resnet_grid(image_size: int | Sequence[int], res5_stride: int) -> ImageSize:
+    """Final feature-map size of CLIP's modified ResNet: stem /4, then /2, /2, /res5_stride."""
+    out = []
+    for n in _pair(image_size):
+        n = (n - 1) // 2 + 1  # conv1: 3x3, stride 2, padding 1
+        n //= 2  # stem avg-pool
+        n //= 2  # layer2
+        n //= 2  # layer3
+        n //= res5_stride  # layer4
+        out.append(n)
+    return out[0], out[1]
+
+
+def _load_clip_visual(
+    tower: nn.Module, pretrained: str | Path, *, vision: str, grid: ImageSize
+) -> None:
+    """Load the image-tower weights of a CLIP file into ``tower``, resizing the positional embedding."""
+    sd = load_clip_state_dict(pretrained)
+    arch = clip_architecture(sd)
+    if arch["vision"] != vision:
+        kind = "ViT" if vision == "vit" else "modified ResNet"
+        raise ClipWeightsError(
+            f"{pretrained}: the file holds a {describe_architecture(arch)}, but this tower is a CLIP {kind}; "
+            "choose the matching visual model"
+        )
+    visual, _ = split_clip_state_dict(sd)
+    key = "positional_embedding" if vision == "vit" else "attnpool.positional_embedding"
+    visual[key] = resize_pos_embed(visual[key], grid, old_grid=arch["grid"])
+    check_state_dict(
+        tower,
+        visual,
+        source=str(pretrained),
+        hint=f" (the file holds a {describe_architecture(arch)})",
+    )
+    tower.load_state_dict(visual, strict=True)
+
+
+class ClipResNet(ModifiedResNet):
+    """CLIP's modified ResNet with a configurable last-stage stride and a resized attention pool.
+
+    With ``res5_stride=1`` the first block of ``layer4`` neither average-pools in its main branch
+    nor in its shortcut, so a 384x128 image gives a 24x8 map (12x4 with stride 2). The attention
+    pool's positional embedding has one token per cell of that map plus the class token.
+    """
+
+    def __init__(
+        self,
+        *,
+        layers: Sequence[int],
+        width: int,
+        output_dim: int,
+        heads: int,
+        image_size: int | Sequence[int] = (384, 128),
+        res5_stride: int = 1,
+    ) -> None:
+        if res5_stride not in (1, 2):
+            raise ValueError(f"res5_stride must be 1 or 2, got {res5_stride}")
+        if len(layers) != 4:
+            raise ValueError(f"layers must list 4 stage depths, got {list(layers)}")
+        if heads < 1 or (width * 32) % heads:
+            raise ValueError(f"heads={heads} must divide the attention-pool width {width * 32}")
+        super().__init__(
+            layers=list(layers), output_dim=output_dim, heads=heads, image_size=32, width=width
+        )
+        self.image_size = _pair(image_size)
+        self.res5_stride = res5_stride
+        self.grid = resnet_grid(self.image_size, res5_stride)
+        if min(self.grid) < 1:
+            raise ValueError(
+                f"image size {self.image_size} is too small for a ResNet (final map {self.grid})"
+            )
+        # same keys as CLIP's first layer4 block; AvgPool2d(1) in the shortcut is the identity
+        self.layer4[0] = Bottleneck(width * 16, width * 8, stride=res5_stride)
+        embed_dim = width * 32
+        self.attnpool.positional_embedding = nn.Parameter(
+            torch.randn(self.grid[0] * self.grid[1] + 1, embed_dim) / embed_dim**0.5
+        )
+        self.init_parameters()
+        self.out_dim = output_dim
+
+    def features(self, images: Tensor) -> Tensor:
+        """The last stage's feature map ``[B, 32*width, h, w]`` (before attention pooling)."""
+        x = self.stem(images)  # [B, width, H/4, W/4]
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)  # [B, 32*width, h, w]
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Attention-pooled image features ``[B, out_dim]``."""
+        return self.attnpool(self.features(images))  # [B, out_dim]
+
+
+class ClipViT(VisionTransformer):
+    """CLIP's ViT for non-square inputs: patch grid (H/p, W/p), or overlapping patches with ``stride``.
+
+    Output: the projected class token ``[B, output_dim]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int | Sequence[int] = (384, 128),
+        patch_size: int = 16,
+        width: int = 768,
+        layers: int = 12,
+        heads: int = 12,
+        output_dim: int = 512,
+        stride: int = 0,
+        quick_gelu: bool = True,
+    ) -> None:
+        if heads < 1 or width % heads:
+            raise ValueError(f"vit heads={heads} must divide the width {width}")
+        stride = stride or patch_size
+        if not 0 < stride <= patch_size:
+            raise ValueError(f"vit stride must be in [1, patch_size={patch_size}], got {stride}")
+        image_size = _pair(image_size)
+        super().__init__(
+            image_size=image_size,
+            patch_size=patch_size,
+            width=width,
+            layers=layers,
+            heads=heads,
+            mlp_ratio=4.0,
+            output_dim=output_dim,
+            # OpenAI's CLIP was trained with QuickGELU; open_clip's own ViTs use nn.GELU
+            act_layer=QuickGELU if quick_gelu else nn.GELU,
+            norm_layer=LayerNorm,
+        )
+        self.stride = stride
+        grid = tuple((n - patch_size) // stride + 1 for n in image_size)
+        if min(grid) < 1:
+            raise ValueError(f"image size {image_size} is smaller than the patch size {patch_size}")
+        self.grid_size = grid
+        self.grid = grid
+        if stride != patch_size:
+            self.conv1.stride = (stride, stride)
+        if grid[0] * grid[1] + 1 != self.positional_embedding.shape[0]:
+            self.positional_embedding = nn.Parameter(
+                width**-0.5 * torch.randn(grid[0] * grid[1] + 1, width)
+            )
+        self.out_dim = output_dim
+
+
+class TorchvisionResNet(nn.Module):
+    """The authors' ImageNet baseline: a torchvision ResNet trunk, configurable last stride, global average pool.
+
+    Keys are torchvision's without ``fc.*`` (``conv1.weight``, ``layer4.0.downsample.0.weight``, ...).
+    """
+
+    def __init__(self, *, layers: Sequence[int], res5_stride: int = 2) -> None:
+        super().__init__()
+        if res5_stride not in (1, 2):
+            raise ValueError(f"res5_stride must be 1 or 2, got {res5_stride}")
+        trunk = torchvision.models.ResNet(torchvision.models.resnet.Bottleneck, list(layers))
+        # torchvision (v1.5) puts the stride of a bottleneck in its 3x3 conv and in the shortcut conv
+        trunk.layer4[0].conv2.stride = (res5_stride, res5_stride)
+        trunk.layer4[0].downsample[0].stride = (res5_stride, res5_stride)
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            setattr(self, name, getattr(trunk, name))
+        self.res5_stride = res5_stride
+        self.out_dim = 512 * torchvision.models.resnet.Bottleneck.expansion
+
+    def features(self, images: Tensor) -> Tensor:
+        """The last stage's feature map ``[B, 2048, h, w]``."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))  # [B, 64, H/4, W/4]
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.layer4(x)  # [B, 2048, h, w]
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Globally average-pooled features ``[B, 2048]``."""
+        return self.features(images).mean(dim=(2, 3))  # [B, 2048]
+
+
+def _load_torchvision(tower: TorchvisionResNet, pretrained: str | Path) -> None:
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise ClipWeightsError(
+            f"ResNet weight file not found: {path} (expected a torchvision resnet state dict)"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ClipWeightsError(
+            f"{path}: cannot read it as a torchvision state dict: {type(exc).__name__}: {exc}"
+        ) from exc
+    for container_key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(container_key), dict):
+            obj = obj[container_key]
+    if not isinstance(obj, dict):
+        raise ClipWeightsError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    sd = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, Tensor)}
+    sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}  # the ImageNet classifier
+    if any(k.startswith("visual.") for k in sd):
+        raise ClipWeightsError(
+            f"{path}: this is a CLIP checkpoint; use an m_resnet* or clip_vit_* tower for it"
+        )
+    check_state_dict(tower, sd, source=str(path))
+    tower.load_state_dict(sd, strict=True)
+
+
+# --------------------------------------------------------------------------- registry
+# name -> (layers, width, output_dim) of OpenAI's modified ResNets; heads follow CLIP: width*32/64
+_CLIP_RESNETS = {
+    "m_resnet50": ([3, 4, 6, 3], 64, 1024),
+    "m_resnet101": ([3, 4, 23, 3], 64, 512),
+    "m_resnet50x4": ([4, 6, 10, 6], 80, 640),
+    "m_resnet50x16": ([6, 8, 18, 8], 96, 768),
+    "m_resnet50x64": ([3, 15, 36, 10], 128, 1024),
+}
+# name -> (patch_size, width, layers, heads, output_dim) of OpenAI's ViTs
+_CLIP_VITS = {
+    "clip_vit_b32": (32, 768, 12, 12, 512),
+    "clip_vit_b16": (16, 768, 12, 12, 512),
+    "clip_vit_l14": (14, 1024, 24, 16, 768),
+}
+_TORCHVISION_RESNETS = {"resnet50": [3, 4, 6, 3], "resnet101": [3, 4, 23, 3]}
+
+
+def _reject(name: str, **unused: object) -> None:
+    """Size kwargs that do not apply to a tower must stay at their 0/None default."""
+    given = [f"{k}={v!r}" for k, v in unused.items() if v]
+    if given:
+        raise ValueError(f"visual tower {name!r} does not use {', '.join(given)}; leave them at 0")
+
+
+def _build_clip_resnet(
+    name: str,
+    *,
+    image_size: int | Sequence[int] = (384, 128),
+    res5_stride: int = 1,
+    layers: Sequence[int] | None = None,
+    width: int = 0,
+    output_dim: int = 0,
+    heads: int = 0,
+    patch_size: int = 0,
+    vit_width: int = 0,
+    vit_layers: int = 0,
+    vit_heads: int = 0,
+    vit_stride: int = 0,
+    pretrained: str | Path = "",
+    quick_gelu: bool = True,
+) -> ClipResNet:
+    _reject(
+        name,
+        patch_size=patch_size,
+        vit_width=vit_width,
+        vit_layers=vit_layers,
+        vit_heads=vit_heads,
+        vit_stride=vit_stride,
+    )
+    d_layers, d_width, d_out = _CLIP_RESNETS[name]
+    width = width or d_width
+    tower = ClipResNet(
+        layers=list(layers) if layers else d_layers,
+        width=width,
+        output_dim=output_dim or d_out,
+        heads=heads or width * 32 // 64,
+        image_size=image_size,
+        res5_stride=res5_stride,
+    )
+    if pretrained:
+        _load_clip_visual(tower, pretrained, vision="resnet", grid=tower.grid)
+    return tower
+
+
+def _build_clip_vit(
+    name: str,
+    *,
+    image_size: int | Sequence[int] = (384, 128),
+    res5_stride: int = 1,
+    layers: Sequence[int] | None = None,
+    width: int = 0,
+    output_dim: int = 0,
+    heads: int = 0,
+    patch_size: int = 0,
+    vit_width: int = 0,
+    vit_layers: int = 0,
+    vit_heads: int = 0,
+    vit_stride: int = 0,
+    pretrained: str | Path = "",
+    quick_gelu: bool = True,
+) -> ClipViT:
+    # res5_stride is a ResNet setting with a non-zero default; a ViT ignores it
+    _reject(name, layers=layers, width=width, heads=heads)
+    d_patch, d_width, d_layers, d_heads, d_out = _CLIP_VITS[name]
+    tower = ClipViT(
+        image_size=image_size,
+        patch_size=patch_size or d_patch,
+        width=vit_width or d_width,
+        layers=vit_layers or d_layers,
+        heads=vit_heads or (max(1, vit_width // 64) if vit_width else d_heads),
+        output_dim=output_dim or d_out,
+        stride=vit_stride,
+        quick_gelu=quick_gelu,
+    )
+    if pretrained:
+        _load_clip_visual(tower, pretrained, vision="vit", grid=tower.grid)
+    return tower
+
+
+def _build_torchvision_resnet(
+    name: str,
+    *,
+    image_size: int | Sequence[int] = (384, 128),
+    res5_stride: int = 1,
+    layers: Sequence[int] | None = None,
+    width: int = 0,
+    output_dim: int = 0,
+    heads: int = 0,
+    patch_size: int = 0,
+    vit_width: int = 0,
+    vit_layers: int = 0,
+    vit_heads: int = 0,
+    vit_stride: int = 0,
+    pretrained: str | Path = "",
+    quick_gelu: bool = True,
+) -> TorchvisionResNet:
+    _reject(
+        name, width=width, output_dim=output_dim, heads=heads, patch_size=patch_size,
+        vit_width=vit_width, vit_layers=vit_layers, vit_heads=vit_heads, vit_stride=vit_stride,
+    )  # fmt: skip
+    tower = TorchvisionResNet(
+        layers=list(layers) if layers else _TORCHVISION_RESNETS[name], res5_stride=res5_stride
+    )
+    if pretrained:
+        _load_torchvision(tower, pretrained)
+    return tower
+
+
+VISUAL_TOWERS: dict[str, Callable[..., nn.Module]] = {
+    **{name: partial(_build_clip_resnet, name) for name in _CLIP_RESNETS},
+    "m_resnet": partial(_build_clip_resnet, "m_resnet50"),  # the authors' alias
+    **{name: partial(_build_clip_vit, name) for name in _CLIP_VITS},
+    **{name: partial(_build_torchvision_resnet, name) for name in _TORCHVISION_RESNETS},
+}
+
+
+def build_visual_tower(
+    name: str,
+    *,
+    image_size: int | Sequence[int] = (384, 128),
+    res5_stride: int = 1,
+    layers: Sequence[int] | None = None,
+    width: int = 0,
+    output_dim: int = 0,
+    heads: int = 0,
+    patch_size: int = 0,
+    vit_width: int = 0,
+    vit_layers: int = 0,
+    vit_heads: int = 0,
+    vit_stride: int = 0,
+    pretrained: str | Path = "",
+    quick_gelu: bool = True,
+) -> nn.Module:
+    """Build the image tower ``name``; 0/None sizes take the named model's, ``pretrained`` is a local file.
+
+    ``layers``/``width``/``output_dim``/``heads`` size CLIP ResNets (``layers`` also torchvision
+    ResNets); ``patch_size``/``vit_*``/``output_dim`` size CLIP ViTs. ``quick_gelu`` (ViT only):
+    True for OpenAI weights, False for open_clip models trained with nn.GELU.
+    """
+    if name not in VISUAL_TOWERS:
+        raise KeyError(
+            f"unknown visual tower {name!r}; valid names: {', '.join(sorted(VISUAL_TOWERS))}"
+        )
+    return VISUAL_TOWERS[name](
+        image_size=image_size,
+        res5_stride=res5_stride,
+        layers=layers,
+        width=width,
+        output_dim=output_dim,
+        heads=heads,
+        patch_size=patch_size,
+        vit_width=vit_width,
+        vit_layers=vit_layers,
+        vit_heads=vit_heads,
+        vit_stride=vit_stride,
+        pretrained=pretrained,
+        quick_gelu=quick_gelu,
+    )
