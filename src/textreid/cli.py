@@ -150,9 +150,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     results = searcher.search(queries, k=args.k)
     if args.json:
         print(json.dumps([{"query": q, "results": [h.to_dict() for h in hits]}
-                          for q, hits in zip(queries, results)], indent=2))
+                          for q, hits in zip(queries, results, strict=True)], indent=2))
     else:
-        for q, hits in zip(queries, results):
+        for q, hits in zip(queries, results, strict=True):
             print(f"# {q}")
             for h in hits:
                 print(f"{h.rank:3d}  {h.score:.4f}  {h.path}")

@@ -1,0 +1,127 @@
+"""Evaluation: embed a split's unique images and all its captions, then rank (metrics.py).
+
+The gallery holds one embedding per unique image id, the queries are every caption of the
+split. Under torch.distributed each rank embeds a shard and the features are gathered, so
+every rank returns the same metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from textreid import dist
+from textreid.data.loaders import build_eval_loaders
+from textreid.data.records import Record
+from textreid.metrics import evaluate, format_table
+
+log = logging.getLogger("textreid")
+
+
+def _autocast(device: torch.device, amp: str):
+    if device.type == "cuda" and amp in ("auto", "bf16", "fp16"):
+        dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.inference_mode()
+def embed_split(model: nn.Module, records: list[Record], *, transform, tokenizer, batch_size: int = 128,
+                num_workers: int = 0, amp: str = "auto", use_word_ids: bool = True,
+                progress: bool = False) -> dict[str, torch.Tensor]:
+    """Raw (un-normalised) embeddings of a split's unique images and of all its captions."""
+    core = model.module if hasattr(model, "module") else model
+    device = next(core.parameters()).device
+    was_training = core.training
+    core.eval()
+    loaders = build_eval_loaders(records, transform=transform, tokenizer=tokenizer, batch_size=batch_size,
+                                 num_workers=num_workers, use_word_ids=use_word_ids, rank=dist.get_rank(),
+                                 world_size=dist.get_world_size())
+    image_feats, text_feats = [], []
+    for batch in tqdm(loaders.image_loader, desc="embed images", disable=not progress, leave=False):
+        with _autocast(device, amp):
+            image_feats.append(core.embed_images(batch["images"].to(device, non_blocking=True)).float())  # [b, D]
+    for batch in tqdm(loaders.text_loader, desc="embed texts", disable=not progress, leave=False):
+        text = {k: v.to(device) for k, v in batch.items() if k not in ("person_ids", "indices", "image_ids")}
+        with _autocast(device, amp):
+            text_feats.append(core.embed_texts(text).float())  # [b, D]
+    core.train(was_training)
+    empty = torch.zeros(0, core.embed_dim, device=device)
+    return {
+        "image_feats": dist.all_gather_variable(torch.cat(image_feats) if image_feats else empty),  # [G, D]
+        "image_pids": torch.tensor([g.person_id for g in loaders.gallery]),
+        "image_ids": torch.tensor([g.image_id for g in loaders.gallery]),
+        "text_feats": dist.all_gather_variable(torch.cat(text_feats) if text_feats else empty),  # [Q, D]
+        "text_pids": torch.tensor([r.person_id for r in loaders.queries]),
+        "text_image_ids": torch.tensor([r.image_id for r in loaders.queries]),
+    }
+
+
+def evaluate_split(model: nn.Module, records: list[Record], *, transform, tokenizer, batch_size: int = 128,
+                   num_workers: int = 0, amp: str = "auto", use_word_ids: bool = True, rerank: bool = False, rerank_k: int = 5,
+                   rerank_alpha: float = 0.05, progress: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metrics for both directions (and re-ranked ones when asked), plus the features."""
+    feats = embed_split(model, records, transform=transform, tokenizer=tokenizer, batch_size=batch_size,
+                        num_workers=num_workers, amp=amp, use_word_ids=use_word_ids, progress=progress)
+    results = evaluate(feats["text_feats"].cpu(), feats["text_pids"], feats["image_feats"].cpu(), feats["image_pids"],
+                       rerank=rerank, k=rerank_k, alpha=rerank_alpha)
+    return results, feats
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON via a temp file + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def write_features(path: Path, feats: dict[str, torch.Tensor]) -> None:
+    """features.npz: normalised text and image embeddings with person ids and image ids."""
+    arrays = {k: v.cpu().numpy() for k, v in feats.items()}
+    for key in ("image_feats", "text_feats"):
+        x = arrays[key]
+        arrays[key] = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def test(cfg, *, checkpoint_file: str, output_dir: Path, rerank: bool = False, save_features: bool = False,
+         split: str = "test", device: str = "cpu", progress: bool = True) -> dict:
+    """`textreid test`: evaluate our checkpoint or the authors' best.pth on a split; write metrics.json."""
+    from textreid.engine.runtime import init_distributed, setup_logging
+    from textreid.engine.setup import load_model_for_eval
+
+    init_distributed(device)
+    output_dir = Path(output_dir)
+    setup_logging(output_dir / "test.log" if dist.is_main() else None)
+    model, data, transform = load_model_for_eval(cfg, checkpoint_file, device=device, split=split)
+    records = data.test if split == "test" else data.val
+    if not records:
+        raise ValueError(f"the {split} split of {cfg.datasets.test if split == 'test' else cfg.datasets.val} is empty")
+    results, feats = evaluate_split(model, records, transform=transform, tokenizer=data.tokenizer,
+                                    batch_size=cfg.test.ims_per_batch, num_workers=cfg.dataloader.num_workers,
+                                    amp=cfg.solver.amp, use_word_ids=cfg.datasets.use_onehot, rerank=rerank,
+                                    rerank_k=cfg.test.rerank_k,
+                                    rerank_alpha=cfg.test.rerank_alpha, progress=progress)
+    if dist.is_main():
+        print(format_table(results))
+        write_json_atomic(output_dir / "metrics.json",
+                          {"checkpoint": str(checkpoint_file), "split": split, **results})
+        if save_features:
+            write_features(output_dir / "features.npz", feats)
+            log.info("wrote %s", output_dir / "features.npz")
+        log.info("wrote %s", output_dir / "metrics.json")
+    return results

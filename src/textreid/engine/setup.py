@@ -1,0 +1,190 @@
+"""From a Config to what a run needs: records per split, vocabulary, tokenizer, word table, model.
+
+This is the config edge of the engine: it turns configuration into explicit arguments for the
+data layer and the model builder, so train, test, vocab and the demo share one path.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from textreid.config import Config
+from textreid.data.readers import dataset_dir as resolve_dataset_dir
+from textreid.data.readers import parse_dataset_name, read_split
+from textreid.data.records import Record
+from textreid.data.text import build_tokenizer
+from textreid.data.vocab import Vocabulary
+
+log = logging.getLogger("textreid")
+
+VOCAB_FILE = "vocab.json"
+WORD_TABLE_FILE = "clip_vocab_vit.npy"
+
+
+@dataclass
+class RunData:
+    """Everything data-side that a run needs, resolved once."""
+
+    train: list[Record]
+    val: list[Record]
+    test: list[Record]
+    vocab: Vocabulary | None
+    tokenizer: object
+    word_table: np.ndarray | None
+    num_classes: int
+    vocab_size: int
+
+
+def _read(cfg: Config, names: list[str], strict: bool = True) -> list[Record]:
+    records: list[Record] = []
+    for name in names:
+        records.extend(read_split(name, root=cfg.root, dataset_dir=cfg.datasets.dir,
+                                  annotations=cfg.datasets.annotations, strict=strict))
+    return records
+
+
+def val_names(cfg: Config) -> list[str]:
+    """Validation splits; "auto" means <train dataset>_val when that split has records."""
+    names = []
+    for name in cfg.datasets.val:
+        if name != "auto":
+            names.append(name)
+            continue
+        for train_name in cfg.datasets.train:
+            dataset, _ = parse_dataset_name(train_name)
+            names.append(f"{dataset}_val")
+    return list(dict.fromkeys(names))
+
+
+def dataset_folder(cfg: Config, name: str) -> Path:
+    """The folder of a dataset split name under the configured root."""
+    return Path(resolve_dataset_dir(name, root=cfg.root, dataset_dir=cfg.datasets.dir))
+
+
+def uses_word_ids(cfg: Config) -> bool:
+    """True when the text tower reads word ids (the BiGRU), False for CLIP BPE tokens."""
+    return cfg.model.textual_model != "clip_transformer"
+
+
+def resolve_vocab(cfg: Config, train: list[Record]) -> Vocabulary | None:
+    """The word vocabulary: recovered from the authors' ids, read from vocab.json, or built."""
+    if not uses_word_ids(cfg):
+        return None
+    folder = dataset_folder(cfg, cfg.datasets.train[0])
+    with_ids = cfg.datasets.use_onehot and train and all(r.word_ids is not None for r in train)
+    if with_ids:
+        size = 1 + max((max(r.word_ids) for r in train if r.word_ids), default=0)
+        table = word_table_path(cfg)
+        if table is not None and table.is_file():
+            size = max(size, int(np.load(table, mmap_mode="r").shape[0]))
+        return Vocabulary.from_aligned([r.caption for r in train], [r.word_ids for r in train], size)
+    vocab_file = folder / VOCAB_FILE
+    if vocab_file.is_file():
+        return Vocabulary.load(vocab_file)
+    if cfg.model.gru.onehot != "yes":
+        raise FileNotFoundError(
+            f"{vocab_file} not found: MODEL.GRU.ONEHOT {cfg.model.gru.onehot!r} needs a word vocabulary and its "
+            f"vector table. Build both with: textreid vocab --clip CLIP.pt --config-file ... --root {cfg.root}; "
+            f"or set MODEL.GRU.ONEHOT yes for a learned word embedding.")
+    return Vocabulary.build([r.caption for r in train])
+
+
+def word_table_path(cfg: Config) -> Path | None:
+    """Where the frozen word-vector table lives (None for a learned embedding or CLIP BPE)."""
+    if not uses_word_ids(cfg) or cfg.model.gru.onehot == "yes":
+        return None
+    if cfg.model.gru.word_table:
+        path = Path(cfg.model.gru.word_table)
+        return path if path.is_absolute() else Path(cfg.root) / path
+    return dataset_folder(cfg, cfg.datasets.train[0]) / WORD_TABLE_FILE
+
+
+def load_word_table(cfg: Config) -> np.ndarray | None:
+    """The word-vector table as float32 [V, E], or None; a missing file fails with its path."""
+    path = word_table_path(cfg)
+    if path is None:
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"word-vector table {path} not found (MODEL.GRU.ONEHOT {cfg.model.gru.onehot!r}). The authors' "
+            f"CUHK-PEDES ships it as {WORD_TABLE_FILE}; for other data run `textreid vocab --clip CLIP.pt ...`, "
+            f"or set MODEL.GRU.ONEHOT yes for a learned embedding.")
+    table = np.load(path).astype(np.float32)
+    if table.ndim != 2:
+        raise ValueError(f"{path}: expected a [V, D] word table, found shape {table.shape}")
+    return table
+
+
+def prepare_data(cfg: Config, *, need_train: bool = True, splits: tuple[str, ...] = ("val", "test")) -> RunData:
+    """Read the configured splits and resolve vocabulary, tokenizer and word table."""
+    train = _read(cfg, cfg.datasets.train)
+    val = _read(cfg, val_names(cfg)) if "val" in splits else []
+    test = _read(cfg, cfg.datasets.test) if "test" in splits else []
+    if need_train and not train:
+        raise ValueError(f"DATASETS.TRAIN {cfg.datasets.train} has no records")
+    vocab = resolve_vocab(cfg, train)
+    tokenizer = build_tokenizer(
+        "words" if uses_word_ids(cfg) else "clip_bpe", vocab=vocab, max_length=cfg.model.gru.max_length,
+        context_length=cfg.model.text_transformer.context_length)
+    table = load_word_table(cfg)
+    num_ids = len({r.person_id for r in train})
+    num_classes = num_ids
+    if cfg.model.num_classes and cfg.model.num_classes != num_ids:
+        log.warning("MODEL.NUM_CLASSES is %d but the training split has %d identities; using %d",
+                    cfg.model.num_classes, num_ids, num_ids)
+    if cfg.model.gru.onehot == "yes":
+        vocab_size = max(cfg.model.gru.vocabulary_size, len(vocab) if vocab else 0)
+    else:
+        vocab_size = len(vocab) if vocab else 0
+    return RunData(train, val, test, vocab, tokenizer, table, num_classes, vocab_size)
+
+
+def build_model_for_training(cfg: Config, data: RunData):
+    """The model of ``cfg``, towers initialised from MODEL.PRETRAINED (resolved under ROOT)."""
+    from textreid.models.build import build_model
+
+    return build_model(cfg, num_classes=data.num_classes, vocab_size=data.vocab_size, word_table=data.word_table)
+
+
+def load_model_for_eval(cfg: Config, checkpoint_file: str | Path, *, device: str, split: str = "test"):
+    """Model + data + test transform for evaluating our checkpoint or the authors' ``best.pth``.
+
+    Our checkpoints carry their own model config, vocabulary and word table; the command-line
+    config only says where the data are. The authors' files hold weights only: the model is built
+    from their YAML and the word table is read from the dataset folder.
+    """
+    from textreid.api import load
+    from textreid.data.transforms import build_transforms
+    from textreid.models.build import build_model
+    from textreid.models.checkpoint import (
+        is_authors_checkpoint,
+        load_authors_checkpoint,
+        load_checkpoint,
+    )
+
+    ckpt = load_checkpoint(checkpoint_file)
+    if is_authors_checkpoint(ckpt):
+        data = prepare_data(cfg, splits=(split,))
+        num_classes = cfg.model.num_classes or data.num_classes
+        model = build_model(cfg, num_classes=num_classes, vocab_size=data.vocab_size, word_table=data.word_table,
+                            load_pretrained=False)
+        load_authors_checkpoint(model, ckpt)
+        model.to(device)
+        model_cfg = cfg
+    else:
+        del ckpt
+        encoder = load(checkpoint_file, device=device)
+        model, model_cfg = encoder.model, encoder.config
+        names = cfg.datasets.test if split == "test" else val_names(cfg)
+        records = _read(cfg, names)
+        data = RunData(train=[], val=records if split == "val" else [], test=records if split == "test" else [],
+                       vocab=encoder.vocab, tokenizer=encoder.tokenizer, word_table=None,
+                       num_classes=model.num_classes, vocab_size=0)
+    transform = build_transforms(height=model_cfg.input.height, width=model_cfg.input.width,
+                                 mean=model_cfg.input.pixel_mean, std=model_cfg.input.pixel_std, train=False)
+    model.eval()
+    return model, data, transform

@@ -1,0 +1,35 @@
+"""`textreid vocab`: a word vocabulary from the training captions + its CLIP word-vector table.
+
+The authors' recipe for datasets that do not ship ``clip_vocab_vit.npy``: every vocabulary word
+is fed alone through the text encoder of a CLIP checkpoint the user supplies.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from textreid.config import Config
+from textreid.data.vocab import Vocabulary
+from textreid.engine.setup import VOCAB_FILE, WORD_TABLE_FILE, _read, dataset_folder
+
+log = logging.getLogger("textreid")
+
+
+def build_vocab_and_table(cfg: Config, *, clip_checkpoint: str | Path, out_dir: str | Path | None = None,
+                          device: str = "cpu", progress: bool = True) -> dict:
+    """Write ``vocab.json`` and ``clip_vocab_vit.npy`` (default: into the training dataset's folder)."""
+    from textreid.models.word_table import build_word_table, save_word_table
+
+    if not Path(clip_checkpoint).is_file():
+        raise FileNotFoundError(f"CLIP checkpoint {clip_checkpoint} not found (an OpenAI .pt, open_clip or "
+                                f".safetensors file)")
+    train = _read(cfg, cfg.datasets.train)
+    vocab = Vocabulary.build([r.caption for r in train])
+    out = Path(out_dir) if out_dir else dataset_folder(cfg, cfg.datasets.train[0])
+    out.mkdir(parents=True, exist_ok=True)
+    table = build_word_table(vocab.words, clip_checkpoint, device=device, progress=progress)
+    save_word_table(out / WORD_TABLE_FILE, table)
+    vocab.save(out / VOCAB_FILE)
+    return {"vocab": str(out / VOCAB_FILE), "table": str(out / WORD_TABLE_FILE), "words": len(vocab),
+            "dim": int(table.shape[1]), "captions": len(train)}
