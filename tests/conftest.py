@@ -143,3 +143,26 @@ def custom_csv(tmp_path: Path) -> Path:
             write_image(folder / row[0], i)
             writer.writerow(row)
     return folder / "ann.csv"
+
+
+# --------------------------------------------------------------------------- synthetic runs
+# A tiny synthetic dataset (generated once per session) and config overrides that make the
+# demo configuration train in seconds on CPU; shared by the engine and search tests.
+FAST_OVERRIDES = [
+    "INPUT.HEIGHT", "64", "INPUT.WIDTH", "32", "INPUT.PADDING", "2",
+    "MODEL.RESNET.WIDTH", "8", "MODEL.RESNET.OUTPUT_DIM", "64", "MODEL.RESNET.HEADS", "2",
+    "MODEL.GRU.NUM_UNITS", "32", "MODEL.EMBEDDING.FEATURE_SIZE", "32", "MODEL.MOCO.K", "64",
+    "SOLVER.IMS_PER_BATCH", "16", "SOLVER.NUM_EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "1",
+    "SOLVER.STEPS", "(1, )", "DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "64",
+]
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A data root holding datasets/synth: 24 persons x 3 images x 2 captions, 64x32 pixels."""
+    from textreid.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth_root")
+    generate(root / "datasets" / "synth", num_ids=24, seed=3, images_per_id=3, image_size=(64, 32),
+             val_fraction=0.17, test_fraction=0.17, workers=1, progress=False)
+    return root

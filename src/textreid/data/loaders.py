@@ -176,6 +176,12 @@ class TrainLoader(DataLoader):
             yield batch
 
 
+def _worker_init(worker_id: int) -> None:
+    """One intra-op thread per loader worker: the main process already uses every core, and
+    oversubscribed OpenMP pools made a 2-core CPU run up to 10x slower."""
+    torch.set_num_threads(1)
+
+
 def build_train_loader(
     records: Sequence[Record],
     *,
@@ -207,6 +213,7 @@ def build_train_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        worker_init_fn=_worker_init,
         generator=generator,
     )
 
@@ -250,7 +257,9 @@ def build_eval_loaders(
     query_part = _shard(list(range(len(queries))), rank, world_size)
     images = Subset(ImageDataset([g.image_path for g in gallery], transform), gallery_part)
     texts = Subset(TextDataset(queries), query_part)
-    common = {"batch_size": batch_size, "shuffle": False, "drop_last": False, "num_workers": num_workers}
+    common = {"batch_size": batch_size, "shuffle": False, "drop_last": False, "num_workers": num_workers,
+              "worker_init_fn": _worker_init, "generator": torch.Generator()}  # own generator: keeps the
+    # training RNG untouched by evaluation
     image_loader = DataLoader(images, collate_fn=collate_images, **common)
     text_loader = DataLoader(
         texts, collate_fn=functools.partial(collate_texts, tokenizer=tokenizer, use_word_ids=use_word_ids),

@@ -11,8 +11,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
 from textreid.config import load_config
 from textreid.engine.setup import prepare_data
 
@@ -60,8 +58,7 @@ def run_demo(out: Path, *, num_ids: int | None = None, seed: int = 0, epochs: in
     cfg = load_config(DEMO_CONFIG, overrides)
     run_dir = out / "output" / "tiny_moco"
     print(f"[2/4] training {DEMO_CONFIG} on {device} for {cfg.solver.num_epochs} epochs -> {run_dir}")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    final = train(cfg, output_dir=run_dir, device=device, progress=progress)
+    final = train(cfg, output_dir=run_dir, device=device, progress=progress).metrics
 
     print("[3/4] test split (model selected on val):")
     data = prepare_data(cfg)

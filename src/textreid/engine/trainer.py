@@ -14,6 +14,7 @@ import math
 import signal
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -86,9 +87,19 @@ def validate(model: nn.Module, records, cfg: Config, data: RunData, progress: bo
     return results
 
 
+@dataclass
+class TrainResult:
+    """What a run produced: final metrics (val selection, test), the model in memory, where files are."""
+
+    metrics: dict
+    model: nn.Module
+    output_dir: Path
+    interrupted: bool = False
+
+
 def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_tensorboard: bool = False,
-          device: str = "cpu", progress: bool = True, stop_after_steps: int | None = None) -> dict:
-    """Train per ``cfg``; returns the final metrics. ``stop_after_steps`` simulates an interruption (tests)."""
+          device: str = "cpu", progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
+    """Train per ``cfg``. ``stop_after_steps`` behaves like a Ctrl-C after that many steps."""
     init_distributed(device)
     output_dir = Path(output_dir)
     main = dist.is_main()
@@ -241,7 +252,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
     if writer:
         writer.close()
     if interrupted:
-        return {"interrupted": True, "step": step, "epoch": epoch}
+        return TrainResult({"step": step, "epoch": epoch}, model, output_dir, interrupted=True)
 
     final = {"best_epoch": best["epoch"], "val_best_R1": best["R1"]}
     if data.test:
@@ -258,7 +269,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
             print(f"TEST (model selected on val, epoch {best['epoch']}):\n{format_table(test_metrics)}")
     if main:
         write_json_atomic(output_dir / "metrics.json", final)
-    return final
+    return TrainResult(final, model, output_dir)
 
 
 def _gather_rng_states() -> list:
