@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from authors_format import export_authors
 from textreid.config import Config, to_dict
 from textreid.models.build import build_model
 from textreid.models.checkpoint import (
@@ -52,40 +53,6 @@ def _trained(head: str, seed: int = 0) -> TextReID:
     model = build_model(_cfg(head), num_classes=5, vocab_size=20, word_table=TABLE)
     model.train()(_batch())
     return model.eval()
-
-
-def _export_authors(model: TextReID, head: str, module_prefix: bool = False) -> dict:
-    """Independent exporter: writes ``model`` in the authors' key layout (their Model/MoCoHead/SimpleHead)."""
-    no_table = lambda sd: {k: v for k, v in sd.items() if k != "word_table"}  # noqa: E731 (theirs is not a buffer)
-    sd: dict[str, torch.Tensor] = {}
-    for k, v in model.visual.state_dict().items():
-        sd[f"visual_model.{k}"] = v
-    for k, v in no_table(model.textual.state_dict()).items():
-        sd[f"textual_model.{k}"] = v
-    if head == "moco":
-        for k, v in model.visual.state_dict().items():
-            sd[f"embed_model.v_encoder_q.{k}"] = v  # the same module registered twice
-        for k, v in no_table(model.textual.state_dict()).items():
-            sd[f"embed_model.t_encoder_q.{k}"] = v
-        for k, v in model.v_encoder_k.state_dict().items():
-            sd[f"embed_model.v_encoder_k.{k}"] = v
-        for k, v in no_table(model.t_encoder_k.state_dict()).items():
-            sd[f"embed_model.t_encoder_k.{k}"] = v
-        for name in ("v_embed_layer", "t_embed_layer"):
-            for k, v in getattr(model, name).state_dict().items():
-                sd[f"embed_model.{name}.{k}"] = v
-        sd["embed_model.t_queue"] = model.queue.text_queue.t().clone()  # [D, K]
-        sd["embed_model.v_queue"] = model.queue.image_queue.t().clone()
-        sd["embed_model.id_queue"] = model.queue.id_queue.view(1, -1).clone()  # [1, K]
-        sd["embed_model.queue_ptr"] = model.queue.ptr.view(1).clone()  # [1]
-    else:
-        for ours, theirs in (("v_embed_layer", "visual_embed_layer"), ("t_embed_layer", "textual_embed_layer")):
-            for k, v in getattr(model, ours).state_dict().items():
-                sd[f"embed_model.{theirs}.{k}"] = v
-    sd["embed_model.loss_evaluator.projection"] = model.projection.detach().clone()
-    if module_prefix:
-        sd = {f"module.{k}": v for k, v in sd.items()}
-    return {"model": sd, "optimizer": {"state": {}, "param_groups": []}, "scheduler": {"last_epoch": 3}, "iteration": 120, "epoch": 3}
 
 
 def _embeddings(model: TextReID) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +124,7 @@ def test_load_errors(tmp_path: Path) -> None:
 def test_authors_import_reproduces_embeddings(tmp_path: Path, head: str, module_prefix: bool) -> None:
     source = _trained(head, seed=1)
     path = tmp_path / "best.pth"
-    torch.save(_export_authors(source, head, module_prefix), path)
+    torch.save(export_authors(source, head, module_prefix), path)
     ckpt = load_checkpoint(path)
     assert is_authors_checkpoint(ckpt) and not is_authors_checkpoint({"format": "textreid-v1", "model": {}})
 
@@ -176,7 +143,7 @@ def test_authors_import_reproduces_embeddings(tmp_path: Path, head: str, module_
 
 def test_convert_transposes_queues() -> None:
     source = _trained("moco")
-    converted = convert_authors_state_dict(_export_authors(source, "moco")["model"], head="moco")
+    converted = convert_authors_state_dict(export_authors(source, "moco")["model"], head="moco")
     assert converted["queue.text_queue"].shape == (8, 12) and converted["queue.id_queue"].shape == (8,)
     assert converted["queue.ptr"].shape == ()
     assert not any(k.startswith(("embed_model.", "v_encoder_q", "t_encoder_q")) for k in converted)
@@ -184,7 +151,7 @@ def test_convert_transposes_queues() -> None:
 
 def test_authors_import_mismatches_are_named() -> None:
     source = _trained("moco")
-    exported = _export_authors(source, "moco")
+    exported = export_authors(source, "moco")
     simple = build_model(_cfg("simple"), num_classes=5, vocab_size=20, word_table=TABLE)
     with pytest.raises(CheckpointError, match="EMBED_HEAD moco"):
         load_authors_checkpoint(simple, exported)
