@@ -360,7 +360,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``["SOLVER.BASE_LR", "2e-4", ...]`` pairs (the authors' ``opts`` style)."""
     if len(overrides) % 2:
         raise ConfigError(f"overrides come in KEY VALUE pairs; got an odd list: {overrides}")
-    for key, value in zip(overrides[::2], overrides[1::2]):
+    for key, value in zip(overrides[::2], overrides[1::2], strict=True):
         set_value(cfg, key, value)
     return cfg
 
