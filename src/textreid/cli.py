@@ -119,12 +119,26 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from textreid.search.index import build_index_from_checkpoint
+    import textreid
+    from textreid import dist
+    from textreid.search.index import build_index, merge_shards, rank_world_from_env, shard_dir_name
 
-    manifest = build_index_from_checkpoint(args.checkpoint, args.images, args.out, device=_device(args.device),
-                                           batch_size=args.batch_size, index_type=args.index_type,
-                                           progress=not args.quiet)
-    print(json.dumps(manifest if isinstance(manifest, dict) else manifest.to_dict(), indent=2, default=str))
+    rank, world = rank_world_from_env()
+    if world > 1:  # under torchrun: each rank embeds its shard, rank 0 joins them
+        from textreid.engine.runtime import init_distributed
+
+        init_distributed(_device(args.device))
+    encoder = textreid.load(args.checkpoint, device=_device(args.device))
+    manifest = build_index(encoder, Path(args.images), Path(args.out), checkpoint_path=args.checkpoint,
+                           batch_size=args.batch_size, progress=not args.quiet, index_type=args.index_type,
+                           rank=rank, world_size=world)
+    if world > 1:
+        dist.barrier()
+        if rank != 0:
+            return 0
+        manifest = merge_shards([Path(args.out) / shard_dir_name(r, world) for r in range(world)], Path(args.out),
+                                index_type=args.index_type)
+    print(json.dumps(manifest.to_dict(), indent=2, default=str))
     return 0
 
 
@@ -132,13 +146,21 @@ def cmd_index_merge(args: argparse.Namespace) -> int:
     from textreid.search.index import merge_shards
 
     manifest = merge_shards([Path(s) for s in args.shards], Path(args.out), index_type=args.index_type)
-    print(json.dumps(manifest if isinstance(manifest, dict) else manifest.to_dict(), indent=2, default=str))
+    print(json.dumps(manifest.to_dict(), indent=2, default=str))
     return 0
+
+
+def _searcher(args: argparse.Namespace):
+    import textreid
+    from textreid.search.searcher import Searcher
+
+    encoder = textreid.load(args.checkpoint, device=_device(args.device)) if args.checkpoint else None
+    return Searcher(args.index, encoder=encoder, device=_device(args.device))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from textreid.search.html import render_results
-    from textreid.search.searcher import Searcher
+    from textreid.search.searcher import results_as_json
 
     queries = list(args.query)
     if args.queries_file:
@@ -146,11 +168,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         queries += [line.strip() for line in lines if line.strip()]
     if not queries:
         raise SystemExit("textreid search: give a description or --queries-file FILE")
-    searcher = Searcher(args.index, device=_device(args.device))
+    searcher = _searcher(args)
     results = searcher.search(queries, k=args.k)
     if args.json:
-        print(json.dumps([{"query": q, "results": [h.to_dict() for h in hits]}
-                          for q, hits in zip(queries, results, strict=True)], indent=2))
+        print(json.dumps(results_as_json(queries, results, searcher.manifest.root), indent=2))
     else:
         for q, hits in zip(queries, results, strict=True):
             print(f"# {q}")
@@ -164,7 +185,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from textreid.search.server import serve
 
-    serve(args.index, host=args.host, port=args.port, device=_device(args.device))
+    serve(_searcher(args), host=args.host, port=args.port, max_k=args.max_k)
     return 0
 
 
@@ -226,14 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     _add_config_args(p)
 
-    p = add("index", "embed a folder (or list) of images into a searchable index", cmd_index)
-    p.add_argument("--checkpoint", required=False, metavar="CKPT")
-    p.add_argument("--images", required=False, metavar="DIR|LIST")
+    p = add("index", "embed a folder (or list) of images into a searchable index "
+                     "(`textreid index merge SHARD... --out DIR` joins torchrun shards)", cmd_index)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by textreid train")
+    p.add_argument("--images", required=True, metavar="DIR|LIST", help="folder (searched recursively) or list file")
     p.add_argument("--out", required=True, metavar="INDEX_DIR")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--index-type", default="auto", help="auto | flat | ivf | hnsw")
+    p.add_argument("--index-type", default="auto", help="auto (exact below 50k images, else IVF) | flat | ivf | hnsw")
     p.add_argument("--device", default="auto")
-    p.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
 
     p = add("search", "search an index by text", cmd_search)
     p.add_argument("--index", required=True, metavar="INDEX_DIR")
@@ -242,12 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries-file", metavar="FILE", help="one description per line")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--html", metavar="OUT.html", help="also write a page of result thumbnails")
+    p.add_argument("--checkpoint", metavar="CKPT", help="model to embed queries (default: the index's)")
     p.add_argument("--device", default="auto")
 
     p = add("serve", "web page + JSON API over an index (localhost by default)", cmd_serve)
     p.add_argument("--index", required=True, metavar="INDEX_DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for")
+    p.add_argument("--checkpoint", metavar="CKPT", help="model to embed queries (default: the index's)")
     p.add_argument("--device", default="auto")
 
     p = add("demo", "synthetic data -> train the tiny CPU model -> evaluate -> results page", cmd_demo)
@@ -270,12 +294,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--index-type", default="auto")
         return cmd_index_merge(p.parse_args(argv[2:]))
     args = build_parser().parse_args(argv)
-    if args.command == "index" and (not args.checkpoint or not args.images):
-        build_parser().error("textreid index: --checkpoint and --images are required")
+    from textreid.data.records import DataError
+    from textreid.models.checkpoint import CheckpointError
+    from textreid.models.clip_weights import ClipWeightsError
+
     try:
         return args.fn(args)
-    except ConfigError as exc:
-        print(f"textreid {args.command}: config error: {exc}", file=sys.stderr)
+    except (ConfigError, DataError, CheckpointError, ClipWeightsError, FileNotFoundError) as exc:
+        # errors about the user's files and settings: the message says what to fix, no traceback
+        print(f"textreid {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -35,7 +35,7 @@ def _autocast(device: torch.device, amp: str):
 
 @torch.inference_mode()
 def embed_split(model: nn.Module, records: list[Record], *, transform, tokenizer, batch_size: int = 128,
-                num_workers: int = 0, amp: str = "auto", use_word_ids: bool = True,
+                num_workers: int = 0, amp: str = "auto", use_word_ids: bool = True, channels_last: bool = False,
                 progress: bool = False) -> dict[str, torch.Tensor]:
     """Raw (un-normalised) embeddings of a split's unique images and of all its captions."""
     core = model.module if hasattr(model, "module") else model
@@ -48,7 +48,10 @@ def embed_split(model: nn.Module, records: list[Record], *, transform, tokenizer
     image_feats, text_feats = [], []
     for batch in tqdm(loaders.image_loader, desc="embed images", disable=not progress, leave=False):
         with _autocast(device, amp):
-            image_feats.append(core.embed_images(batch["images"].to(device, non_blocking=True)).float())  # [b, D]
+            images = batch["images"].to(device, non_blocking=True)  # [b, 3, H, W]
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            image_feats.append(core.embed_images(images).float())  # [b, D]
     for batch in tqdm(loaders.text_loader, desc="embed texts", disable=not progress, leave=False):
         text = {k: v.to(device) for k, v in batch.items() if k not in ("person_ids", "indices", "image_ids")}
         with _autocast(device, amp):
@@ -66,11 +69,13 @@ def embed_split(model: nn.Module, records: list[Record], *, transform, tokenizer
 
 
 def evaluate_split(model: nn.Module, records: list[Record], *, transform, tokenizer, batch_size: int = 128,
-                   num_workers: int = 0, amp: str = "auto", use_word_ids: bool = True, rerank: bool = False, rerank_k: int = 5,
+                   num_workers: int = 0, amp: str = "auto", use_word_ids: bool = True, channels_last: bool = False,
+                   rerank: bool = False, rerank_k: int = 5,
                    rerank_alpha: float = 0.05, progress: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
     """Metrics for both directions (and re-ranked ones when asked), plus the features."""
     feats = embed_split(model, records, transform=transform, tokenizer=tokenizer, batch_size=batch_size,
-                        num_workers=num_workers, amp=amp, use_word_ids=use_word_ids, progress=progress)
+                        num_workers=num_workers, amp=amp, use_word_ids=use_word_ids,
+                        channels_last=channels_last, progress=progress)
     results = evaluate(feats["text_feats"].cpu(), feats["text_pids"], feats["image_feats"].cpu(), feats["image_pids"],
                        rerank=rerank, k=rerank_k, alpha=rerank_alpha)
     return results, feats

@@ -82,7 +82,8 @@ def validate(model: nn.Module, records, cfg: Config, data: RunData, progress: bo
     """Both directions' metrics on ``records`` (re-ranked too when TEST.RERANK)."""
     results, _ = evaluate_split(model, records, transform=_test_transform(cfg), tokenizer=data.tokenizer,
                                 batch_size=cfg.test.ims_per_batch, num_workers=cfg.dataloader.num_workers,
-                                amp=cfg.solver.amp, use_word_ids=cfg.datasets.use_onehot, rerank=cfg.test.rerank, rerank_k=cfg.test.rerank_k,
+                                amp=cfg.solver.amp, use_word_ids=cfg.datasets.use_onehot,
+                                channels_last=cfg.solver.channels_last, rerank=cfg.test.rerank, rerank_k=cfg.test.rerank_k,
                                 rerank_alpha=cfg.test.rerank_alpha, progress=progress)
     return results
 
@@ -114,7 +115,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
     log.info("train: %d captions of %d identities; val: %d captions; test: %d captions",
              len(data.train), data.num_classes, len(data.val), len(data.test))
     model = build_model_for_training(cfg, data).to(dev)
-    if dev.type == "cuda" and cfg.solver.channels_last:
+    if cfg.solver.channels_last:  # oneDNN (CPU) and cuDNN (GPU) convolutions are faster in NHWC
         model = model.to(memory_format=torch.channels_last)
     if dist.is_dist() and cfg.solver.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -190,7 +191,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
             t0, seen = time.perf_counter(), 0
             for batch in loader:
                 batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-                if dev.type == "cuda" and cfg.solver.channels_last:
+                if cfg.solver.channels_last:
                     batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
                 with _amp_context(dev, s.amp):
                     out = ddp(batch)

@@ -1,0 +1,343 @@
+"""Gallery index: building, skipping bad files, growing, atomic replacement, FAISS, shards.
+
+Also home of the colour fake encoder shared by the search tests (test_searcher, test_server,
+test_browser import it): image embedding = normalised histogram of palette colours, text
+embedding = normalised counts of colour words, so the right answer is known in advance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from textreid.search import index as index_mod
+from textreid.search.index import (
+    build_faiss_index,
+    build_index,
+    merge_shards,
+    read_index_dir,
+    search_index,
+)
+
+PALETTE = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (40, 60, 220),
+    "yellow": (240, 220, 40),
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+}
+COLOURS = list(PALETTE)
+_RGB = np.array(list(PALETTE.values()), dtype=np.float32)  # [C, 3]
+
+
+def colour_histogram(image: Image.Image | str | Path) -> np.ndarray:
+    """Normalised histogram of nearest palette colours over the pixels."""
+    im = image if isinstance(image, Image.Image) else Image.open(image)
+    px = np.asarray(im.convert("RGB"), dtype=np.float32).reshape(-1, 3)  # [P, 3]
+    nearest = np.argmin(((px[:, None, :] - _RGB[None]) ** 2).sum(-1), axis=1)  # [P]
+    h = np.bincount(nearest, minlength=len(PALETTE)).astype(np.float32)
+    return h / np.linalg.norm(h)
+
+
+class ColourEncoder:
+    """Deterministic stand-in for ``textreid.api.Encoder`` that counts its work."""
+
+    embed_dim = len(PALETTE)
+
+    def __init__(self, checkpoint_path: str | Path | None = None, fail_after: int | None = None):
+        self.checkpoint_path = checkpoint_path
+        self.fail_after = fail_after  # raise once this many images were embedded
+        self.images_seen = 0
+        self.text_calls = 0
+
+    def encode_images(self, images: list, batch_size: int = 64) -> torch.Tensor:
+        if self.fail_after is not None and self.images_seen >= self.fail_after:
+            raise RuntimeError("simulated encoder failure")
+        self.images_seen += len(images)
+        return torch.from_numpy(np.stack([colour_histogram(im) for im in images]))
+
+    def encode_text(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        self.text_calls += 1
+        rows = []
+        for t in texts:
+            words = t.lower().replace(",", " ").split()
+            v = np.array([words.count(c) for c in COLOURS], dtype=np.float32) + 1e-3
+            rows.append(v / np.linalg.norm(v))
+        return torch.from_numpy(np.stack(rows))
+
+
+def person_image(path: Path, top: str, bottom: str, size: tuple[int, int] = (16, 36)) -> Path:
+    """A 16x36 'pedestrian': top two thirds in ``top``, bottom third in ``bottom``."""
+    w, h = size
+    a = np.empty((h, w, 3), dtype=np.uint8)
+    a[: 2 * h // 3] = PALETTE[top]
+    a[2 * h // 3 :] = PALETTE[bottom]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}
+    Image.fromarray(a).save(path, format=fmt[path.suffix.lower()], quality=95)
+    return path
+
+
+_EXTS = [".png", ".jpg", ".JPG", ".webp", ".bmp", ".jpeg"]
+
+
+def make_gallery(folder: Path) -> dict[tuple[str, str], Path]:
+    """One image per unordered colour pair (15), in nested folders and mixed formats,
+    plus three unusable files and one non-image extension. Returns {(top, bottom): path}."""
+    out = {}
+    for i, (a, b) in enumerate(itertools.combinations(COLOURS, 2)):
+        sub = folder / f"cam{i % 3}" / ("deep" if i % 4 == 0 else "")
+        out[(a, b)] = person_image(sub / f"{a}_{b}{_EXTS[i % len(_EXTS)]}", a, b)
+    good = person_image(folder / "cam0" / "trunc_src.jpg", "red", "blue")
+    data = good.read_bytes()
+    good.unlink()
+    (folder / "cam0" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "cam1" / "empty.png").write_bytes(b"")
+    (folder / "cam2" / "notes.jpg").write_text("this is not an image\n")
+    (folder / "cam2" / "readme.txt").write_text("ignored: not an image extension\n")
+    return out
+
+
+def pair_query(a: str, b: str) -> str:
+    return f"a person wearing {a} and {b}"
+
+
+@pytest.fixture()
+def ckpt(tmp_path: Path) -> Path:
+    p = tmp_path / "model.pth"
+    p.write_bytes(b"fake checkpoint v1")
+    return p
+
+
+def _snapshot(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_build_index_embeds_good_images_and_lists_bad_ones(tmp_path: Path, ckpt: Path) -> None:
+    gallery = make_gallery(tmp_path / "gallery")
+    enc = ColourEncoder()
+    m = build_index(enc, tmp_path / "gallery", tmp_path / "idx", checkpoint_path=ckpt,
+                    batch_size=4, progress=False)
+
+    assert m.count == 15 and enc.images_seen == 15
+    assert m.root == str((tmp_path / "gallery").resolve())
+    assert m.checkpoint_sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert m.embed_dim == 6 and m.index["type"] == "flat"
+    reasons = {s["path"]: s["reason"] for s in m.skipped["images"]}
+    assert m.skipped["count"] == 3
+    assert set(reasons) == {"cam0/truncated.jpg", "cam1/empty.png", "cam2/notes.jpg"}
+    assert "truncated" in reasons["cam0/truncated.jpg"]
+    assert "0 bytes" in reasons["cam1/empty.png"]
+    assert "not an image" in reasons["cam2/notes.jpg"]
+
+    data = read_index_dir(tmp_path / "idx")
+    on_disk = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert on_disk["skipped"]["count"] == 3 and on_disk["format_version"] == 1
+    assert data.paths == sorted(data.paths)
+    expected = {p.relative_to(tmp_path / "gallery").as_posix() for p in gallery.values()}
+    assert set(data.paths) == expected
+    assert data.embeddings.dtype == np.float32 and data.embeddings.shape == (15, 6)
+    for rel, row in zip(data.paths, data.embeddings, strict=True):
+        np.testing.assert_allclose(row, colour_histogram(tmp_path / "gallery" / rel), atol=1e-6)
+    assert faiss.read_index(str(tmp_path / "idx" / "index.faiss")).ntotal == 15
+    assert _leftovers(tmp_path) == []
+
+
+def test_list_file_and_path_list_inputs(tmp_path: Path) -> None:
+    gallery = make_gallery(tmp_path / "g")
+    chosen = sorted(gallery.values())[:4]
+    lst = tmp_path / "g" / "list.txt"
+    lst.write_text("# gallery subset\n" + "\n".join(
+        str(p.relative_to(tmp_path / "g")) for p in chosen) + "\n\n")
+    m1 = build_index(ColourEncoder(), lst, tmp_path / "i1", progress=False)
+    m2 = build_index(ColourEncoder(), chosen, tmp_path / "i2", progress=False)
+    assert m1.count == m2.count == 4 and m1.root == m2.root
+    assert read_index_dir(tmp_path / "i1").paths == read_index_dir(tmp_path / "i2").paths
+    m3 = build_index(ColourEncoder(), [*chosen, tmp_path / "g" / "gone.jpg"], tmp_path / "i3",
+                     progress=False)
+    assert m3.count == 4 and m3.skipped["images"] == [{"path": "gone.jpg", "reason": "file not found"}]
+    with pytest.raises(ValueError, match="no usable images.*missing.jpg: file not found"):
+        build_index(ColourEncoder(), [tmp_path / "missing.jpg"], tmp_path / "i4", progress=False)
+    single = build_index(ColourEncoder(), chosen[0], tmp_path / "i5", progress=False)
+    assert single.count == 1 and single.root == str(chosen[0].parent)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images found"):
+        build_index(ColourEncoder(), tmp_path / "empty", tmp_path / "i6", progress=False)
+
+
+def test_rerun_embeds_only_new_or_changed_images(tmp_path: Path, ckpt: Path) -> None:
+    gallery = make_gallery(tmp_path / "g")
+    build_index(ColourEncoder(), tmp_path / "g", tmp_path / "idx", checkpoint_path=ckpt,
+                progress=False)
+    person_image(tmp_path / "g" / "new" / "a.png", "red", "red")
+    person_image(tmp_path / "g" / "new" / "b.jpg", "blue", "blue")
+    changed = gallery[("green", "white")]
+    person_image(changed, "black", "black")  # same path, new content
+    os.utime(changed, ns=(1_000_000_000, 1_000_000_000))
+
+    enc = ColourEncoder()
+    m = build_index(enc, tmp_path / "g", tmp_path / "idx", checkpoint_path=ckpt, progress=False)
+    assert enc.images_seen == 3
+    assert m.count == 17 and m.build["embedded"] == 3 and m.build["reused"] == 14
+    assert m.build["reembedded_all"] is None
+    data = read_index_dir(tmp_path / "idx")
+    row = data.paths.index(changed.relative_to(tmp_path / "g").as_posix())
+    np.testing.assert_allclose(data.embeddings[row], colour_histogram(changed), atol=1e-6)
+
+    enc = ColourEncoder()
+    build_index(enc, tmp_path / "g", tmp_path / "idx", checkpoint_path=ckpt, progress=False)
+    assert enc.images_seen == 0
+    assert _leftovers(tmp_path) == []
+
+
+def test_checkpoint_change_reembeds_everything(tmp_path: Path, ckpt: Path) -> None:
+    make_gallery(tmp_path / "g")
+    build_index(ColourEncoder(), tmp_path / "g", tmp_path / "idx", checkpoint_path=ckpt,
+                progress=False)
+    ckpt.write_bytes(b"fake checkpoint v2, retrained")
+    enc = ColourEncoder()
+    m = build_index(enc, tmp_path / "g", tmp_path / "idx", checkpoint_path=ckpt, progress=False)
+    assert enc.images_seen == 15 and m.build["reused"] == 0
+    assert "checkpoint changed" in m.build["reembedded_all"]
+    assert m.checkpoint_sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_interrupted_build_leaves_previous_index_intact(tmp_path: Path, ckpt: Path) -> None:
+    make_gallery(tmp_path / "g")
+    with pytest.raises(RuntimeError, match="simulated"):
+        build_index(ColourEncoder(fail_after=4), tmp_path / "g", tmp_path / "fresh",
+                    batch_size=4, progress=False)
+    assert not (tmp_path / "fresh").exists() and _leftovers(tmp_path) == []
+
+    build_index(ColourEncoder(), tmp_path / "g", tmp_path / "idx", checkpoint_path=ckpt,
+                progress=False)
+    before = _snapshot(tmp_path / "idx")
+    for i in range(6):
+        person_image(tmp_path / "g" / "more" / f"{i}.png", COLOURS[i], "white")
+    with pytest.raises(RuntimeError, match="simulated"):
+        build_index(ColourEncoder(fail_after=2), tmp_path / "g", tmp_path / "idx",
+                    checkpoint_path=ckpt, batch_size=2, progress=False)
+    assert _snapshot(tmp_path / "idx") == before
+    assert _leftovers(tmp_path) == []
+
+
+def _brute_force(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    s = q @ x.T  # [Q, N]
+    ids = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(s, ids, axis=1), ids
+
+
+def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_flat_index_equals_numpy_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    x, q = _unit_rows(rng, 2000, 32), _unit_rows(rng, 50, 32)
+    index, info = build_faiss_index(x, "auto")
+    assert info["type"] == "flat"
+    ref_scores, ref_ids = _brute_force(x, q, 10)
+    scores, ids = index.search(q, 10)  # faiss' own batch path
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    for rows in (slice(0, 1), slice(3, 6)):  # search_index: the numpy path
+        scores, ids = search_index(index, q[rows], 10)
+        np.testing.assert_array_equal(ids, ref_ids[rows])
+        np.testing.assert_allclose(scores, ref_scores[rows], atol=1e-5)
+    scores, ids = search_index(index, q[:2], 2000)  # k = N
+    np.testing.assert_array_equal(ids, _brute_force(x, q[:2], 2000)[1])
+
+
+def _clustered(
+    rng: np.random.Generator, n: int, d: int, clusters: int, noise: float = 0.8
+) -> np.ndarray:
+    c = _unit_rows(rng, clusters, d)
+    x = c[rng.integers(clusters, size=n)] + noise * _unit_rows(rng, n, d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_index_recall_is_high(kind: str) -> None:
+    rng = np.random.default_rng(1)
+    data = _clustered(rng, 12_200, 32, 100)
+    x, q = data[:12_000], data[12_000:]  # held-out queries
+    index, info = build_faiss_index(x, kind)
+    assert info["type"] == kind
+    assert ("nprobe" in info and info["nlist"] > 1) if kind == "ivf" else ("efSearch" in info)
+    _, ids = index.search(q, 10)
+    _, ref = _brute_force(x, q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, ref, strict=True)])
+    assert recall >= 0.95, (recall, info)
+
+
+def test_auto_switches_to_ivf_above_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_mod, "AUTO_FLAT_MAX", 1000)
+    x = _clustered(np.random.default_rng(2), 3000, 16, 200, noise=0.2)
+    index, info = build_faiss_index(x, "auto")
+    assert info["type"] == "ivf" and faiss.extract_index_ivf(index).nprobe == info["nprobe"]
+    # Structureless vectors: IVF would scan most cells, so auto falls back to exact search.
+    noise = _unit_rows(np.random.default_rng(3), 3000, 64)
+    index, info = build_faiss_index(noise, "auto")
+    assert info["type"] == "flat" and "nprobe" in info["auto_fallback"]
+    assert isinstance(index, faiss.IndexFlatIP)
+    with pytest.raises(ValueError, match="valid: auto, flat, ivf, hnsw"):
+        build_faiss_index(x, "annoy")
+
+
+def test_shards_and_merge_equal_single_process_index(tmp_path: Path, ckpt: Path) -> None:
+    make_gallery(tmp_path / "g")
+    single = build_index(ColourEncoder(), tmp_path / "g", tmp_path / "single",
+                         checkpoint_path=ckpt, progress=False)
+    shard_dirs = []
+    for rank in range(3):
+        enc = ColourEncoder()
+        m = build_index(enc, tmp_path / "g", tmp_path / "dist", checkpoint_path=ckpt,
+                        rank=rank, world_size=3, progress=False)
+        assert m.shard == {"rank": rank, "world_size": 3} and m.index["type"] == "none"
+        shard_dirs.append(tmp_path / "dist" / f"shard-{rank:03d}-of-003")
+        assert (shard_dirs[-1] / "manifest.json").is_file()
+    assert sum(read_index_dir(d).manifest.count for d in shard_dirs) == 15
+
+    with pytest.raises(ValueError, match=r"missing ranks \[2\]"):
+        merge_shards(shard_dirs[:2], tmp_path / "bad")
+    merged = merge_shards(shard_dirs, tmp_path / "dist")
+    a, b = read_index_dir(tmp_path / "single"), read_index_dir(tmp_path / "dist")
+    assert b.paths == a.paths and merged.root == single.root and merged.count == 15
+    np.testing.assert_array_equal(b.embeddings, a.embeddings)
+    assert merged.skipped == single.skipped
+    assert merged.checkpoint_sha256 == single.checkpoint_sha256
+    # Merging into the folder that holds the shards keeps them.
+    assert all((d / "manifest.json").is_file() for d in shard_dirs)
+    q = ColourEncoder().encode_text([pair_query("red", "black")]).numpy()
+    ia = faiss.read_index(str(tmp_path / "single" / "index.faiss"))
+    ib = faiss.read_index(str(tmp_path / "dist" / "index.faiss"))
+    np.testing.assert_array_equal(ia.search(q, 5)[1], ib.search(q, 5)[1])
+
+
+def test_merge_refuses_different_checkpoints(tmp_path: Path, ckpt: Path) -> None:
+    make_gallery(tmp_path / "g")
+    build_index(ColourEncoder(), tmp_path / "g", tmp_path / "d", checkpoint_path=ckpt,
+                rank=0, world_size=2, progress=False)
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"another model")
+    build_index(ColourEncoder(), tmp_path / "g", tmp_path / "d", checkpoint_path=other,
+                rank=1, world_size=2, progress=False)
+    with pytest.raises(ValueError, match="sha256"):
+        merge_shards([tmp_path / "d" / "shard-000-of-002", tmp_path / "d" / "shard-001-of-002"],
+                     tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
