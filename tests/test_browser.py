@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_search_index import ColourEncoder, make_gallery, pair_query
+from search_fakes import ColourEncoder, make_gallery, pair_query
 from textreid.search.index import build_index
 from textreid.search.searcher import Searcher
 from textreid.search.server import make_server

@@ -12,8 +12,11 @@ import torch
 from conftest import FAST_OVERRIDES
 from textreid.cli import main
 from textreid.config import load_config
+from textreid.data.readers import read_split
+from textreid.engine.demo import search_rank1
 from textreid.engine.trainer import train
 from textreid.models.checkpoint import load_checkpoint
+from textreid.search.searcher import Searcher
 
 
 def _cfg(root: Path, *extra: str):
@@ -49,6 +52,21 @@ def test_train_then_test_through_the_cli(synth_root: Path, tmp_path: Path) -> No
     assert feats["image_feats"].shape[0] == n_images == 4 * 3  # 4 test persons x 3 images, de-duplicated
     assert feats["text_feats"].shape[0] == 4 * 3 * 2
     assert np.allclose(np.linalg.norm(feats["text_feats"], axis=1), 1, atol=1e-5)
+
+    # the search path (index the test gallery, type each caption) ranks exactly like the evaluation
+    records = read_split("synth_test", root=synth_root)
+    listing = tmp_path / "gallery.txt"
+    listing.write_text("\n".join(sorted({str(r.image_path) for r in records})))
+    rc = main(["index", "--checkpoint", str(out / "best.pth"), "--images", str(listing), "--out",
+               str(tmp_path / "index"), "--device", "cpu", "--quiet"])
+    assert rc == 0
+    searcher = Searcher(tmp_path / "index")
+    assert search_rank1(searcher, records) == pytest.approx(metrics["t2i"]["R1"], abs=1e-6)
+    queries = tmp_path / "queries.txt"
+    queries.write_text(records[0].caption + "\n" + records[1].caption + "\n")
+    rc = main(["search", "--index", str(tmp_path / "index"), "--queries-file", str(queries), "-k", "3",
+               "--html", str(tmp_path / "hits.html"), "--device", "cpu"])
+    assert rc == 0 and "<img" in (tmp_path / "hits.html").read_text()
 
 
 def test_resume_mid_epoch_gives_bit_identical_weights(synth_root: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_search_index import (
+from search_fakes import (
     COLOURS,
     ColourEncoder,
     colour_histogram,
