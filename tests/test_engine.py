@@ -28,7 +28,7 @@ def test_train_then_test_through_the_cli(synth_root: Path, tmp_path: Path) -> No
     rc = main(["train", "--config-file", "synth/tiny_moco", "--root", str(synth_root), "--output-dir", str(out),
                "--device", "cpu", "--quiet", "--use-tensorboard", *FAST_OVERRIDES])
     assert rc == 0
-    for name in ("best.pth", "last.pth", "metrics.json", "train.log", "config.yaml"):
+    for name in ("best.pth", "last.pth", "metrics.json", "train.log", "config.yaml", "vocab.json"):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").iterdir())
     final = json.loads((out / "metrics.json").read_text())

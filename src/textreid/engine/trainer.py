@@ -114,6 +114,8 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
     data = prepare_data(cfg)
     log.info("train: %d captions of %d identities; val: %d captions; test: %d captions",
              len(data.train), data.num_classes, len(data.val), len(data.test))
+    if main and data.vocab is not None:
+        data.vocab.save(output_dir / "vocab.json")  # also inside every checkpoint
     model = build_model_for_training(cfg, data).to(dev)
     if cfg.solver.channels_last:  # oneDNN (CPU) and cuDNN (GPU) convolutions are faster in NHWC
         model = model.to(memory_format=torch.channels_last)
