@@ -91,8 +91,7 @@ def cmd_vocab(args: argparse.Namespace) -> int:
     from textreid.engine.vocab import build_vocab_and_table
 
     cfg = _config(args)
-    out = build_vocab_and_table(cfg, clip_checkpoint=args.clip, out_dir=args.out, device=_device(args.device),
-                                progress=not args.quiet)
+    out = build_vocab_and_table(cfg, clip_checkpoint=args.clip, device=_device(args.device), progress=not args.quiet)
     print(json.dumps(out, indent=2))
     return 0
 
@@ -227,7 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("vocab", "build the word vocabulary from training captions and its CLIP word-vector table", cmd_vocab)
     p.add_argument("--clip", required=True, metavar="CKPT", help="local CLIP checkpoint (OpenAI .pt, open_clip, safetensors)")
-    p.add_argument("--out", default=None, metavar="DIR", help="where to write vocab.json + the table (default: dataset folder)")
     p.add_argument("--device", default="auto")
     _add_config_args(p)
 

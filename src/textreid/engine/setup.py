@@ -21,8 +21,9 @@ from textreid.data.vocab import Vocabulary
 
 log = logging.getLogger("textreid")
 
-VOCAB_FILE = "vocab.json"
-WORD_TABLE_FILE = "clip_vocab_vit.npy"
+VOCAB_FILE = "vocab.json"  # a vocabulary built by `textreid vocab` (or from the training captions)
+TABLE_FILE = "vocab_vectors.npy"  # its CLIP word vectors, row i = word i of vocab.json
+AUTHORS_TABLE_FILE = "clip_vocab_vit.npy"  # the authors' table, rows = their `onehot` ids
 
 
 @dataclass
@@ -39,7 +40,8 @@ class RunData:
     vocab_size: int
 
 
-def _read(cfg: Config, names: list[str], strict: bool = True) -> list[Record]:
+def read_splits(cfg: Config, names: list[str], strict: bool = True) -> list[Record]:
+    """All records of the named splits (e.g. ["cuhkpedes_train"]) under the configured root."""
     records: list[Record] = []
     for name in names:
         records.extend(read_split(name, root=cfg.root, dataset_dir=cfg.datasets.dir,
@@ -70,19 +72,23 @@ def uses_word_ids(cfg: Config) -> bool:
     return cfg.model.textual_model != "clip_transformer"
 
 
-def resolve_vocab(cfg: Config, train: list[Record]) -> Vocabulary | None:
+def shipped_word_ids(cfg: Config, train: list[Record]) -> bool:
+    """True when the text tower reads the dataset's own word ids (the authors' ``onehot`` layout)."""
+    return uses_word_ids(cfg) and cfg.datasets.use_onehot and bool(train) and all(
+        r.word_ids is not None for r in train)
+
+
+def resolve_vocab(cfg: Config, train: list[Record], with_ids: bool) -> Vocabulary | None:
     """The word vocabulary: recovered from the authors' ids, read from vocab.json, or built."""
     if not uses_word_ids(cfg):
         return None
-    folder = dataset_folder(cfg, cfg.datasets.train[0])
-    with_ids = cfg.datasets.use_onehot and train and all(r.word_ids is not None for r in train)
     if with_ids:
         size = 1 + max((max(r.word_ids) for r in train if r.word_ids), default=0)
-        table = word_table_path(cfg)
+        table = word_table_path(cfg, with_ids)
         if table is not None and table.is_file():
             size = max(size, int(np.load(table, mmap_mode="r").shape[0]))
         return Vocabulary.from_aligned([r.caption for r in train], [r.word_ids for r in train], size)
-    vocab_file = folder / VOCAB_FILE
+    vocab_file = dataset_folder(cfg, cfg.datasets.train[0]) / VOCAB_FILE
     if vocab_file.is_file():
         return Vocabulary.load(vocab_file)
     if cfg.model.gru.onehot != "yes":
@@ -93,49 +99,53 @@ def resolve_vocab(cfg: Config, train: list[Record]) -> Vocabulary | None:
     return Vocabulary.build([r.caption for r in train])
 
 
-def word_table_path(cfg: Config) -> Path | None:
-    """Where the frozen word-vector table lives (None for a learned embedding or CLIP BPE)."""
+def word_table_path(cfg: Config, with_ids: bool) -> Path | None:
+    """Where the frozen word-vector table lives (None for a learned embedding or CLIP BPE).
+
+    MODEL.GRU.WORD_TABLE wins; else the authors' ``clip_vocab_vit.npy`` when the records carry their
+    word ids, or the ``vocab_vectors.npy`` that ``textreid vocab`` wrote beside ``vocab.json``.
+    """
     if not uses_word_ids(cfg) or cfg.model.gru.onehot == "yes":
         return None
     if cfg.model.gru.word_table:
         path = Path(cfg.model.gru.word_table)
         return path if path.is_absolute() else Path(cfg.root) / path
-    return dataset_folder(cfg, cfg.datasets.train[0]) / WORD_TABLE_FILE
+    return dataset_folder(cfg, cfg.datasets.train[0]) / (AUTHORS_TABLE_FILE if with_ids else TABLE_FILE)
 
 
-def load_word_table(cfg: Config) -> np.ndarray | None:
+def load_word_table(cfg: Config, with_ids: bool) -> np.ndarray | None:
     """The word-vector table as float32 [V, E], or None; a missing file fails with its path."""
-    path = word_table_path(cfg)
+    path = word_table_path(cfg, with_ids)
     if path is None:
         return None
     if not path.is_file():
         raise FileNotFoundError(
             f"word-vector table {path} not found (MODEL.GRU.ONEHOT {cfg.model.gru.onehot!r}). The authors' "
-            f"CUHK-PEDES ships it as {WORD_TABLE_FILE}; for other data run `textreid vocab --clip CLIP.pt ...`, "
-            f"or set MODEL.GRU.ONEHOT yes for a learned embedding.")
+            f"CUHK-PEDES ships it as {AUTHORS_TABLE_FILE}; for other data run `textreid vocab --clip CLIP.pt "
+            f"...` (writes {VOCAB_FILE} + {TABLE_FILE}), or set MODEL.GRU.ONEHOT yes for a learned embedding.")
     table = np.load(path).astype(np.float32)
     if table.ndim != 2:
         raise ValueError(f"{path}: expected a [V, D] word table, found shape {table.shape}")
     return table
 
 
-def prepare_data(cfg: Config, *, need_train: bool = True, splits: tuple[str, ...] = ("val", "test")) -> RunData:
-    """Read the configured splits and resolve vocabulary, tokenizer and word table."""
-    train = _read(cfg, cfg.datasets.train)
-    val = _read(cfg, val_names(cfg)) if "val" in splits else []
-    test = _read(cfg, cfg.datasets.test) if "test" in splits else []
-    if need_train and not train:
+def prepare_data(cfg: Config, *, splits: tuple[str, ...] = ("val", "test")) -> RunData:
+    """Read the training split (+ ``splits``) and resolve vocabulary, tokenizer and word table."""
+    train = read_splits(cfg, cfg.datasets.train)
+    if not train:
         raise ValueError(f"DATASETS.TRAIN {cfg.datasets.train} has no records")
-    vocab = resolve_vocab(cfg, train)
+    val = read_splits(cfg, val_names(cfg)) if "val" in splits else []
+    test = read_splits(cfg, cfg.datasets.test) if "test" in splits else []
+    with_ids = shipped_word_ids(cfg, train)
+    vocab = resolve_vocab(cfg, train, with_ids)
     tokenizer = build_tokenizer(
         "words" if uses_word_ids(cfg) else "clip_bpe", vocab=vocab, max_length=cfg.model.gru.max_length,
         context_length=cfg.model.text_transformer.context_length)
-    table = load_word_table(cfg)
-    num_ids = len({r.person_id for r in train})
-    num_classes = num_ids
-    if cfg.model.num_classes and cfg.model.num_classes != num_ids:
+    table = load_word_table(cfg, with_ids)
+    num_classes = len({r.person_id for r in train})
+    if cfg.model.num_classes and cfg.model.num_classes != num_classes:
         log.warning("MODEL.NUM_CLASSES is %d but the training split has %d identities; using %d",
-                    cfg.model.num_classes, num_ids, num_ids)
+                    cfg.model.num_classes, num_classes, num_classes)
     if cfg.model.gru.onehot == "yes":
         vocab_size = max(cfg.model.gru.vocabulary_size, len(vocab) if vocab else 0)
     else:
@@ -180,7 +190,7 @@ def load_model_for_eval(cfg: Config, checkpoint_file: str | Path, *, device: str
         encoder = load(checkpoint_file, device=device)
         model, model_cfg = encoder.model, encoder.config
         names = cfg.datasets.test if split == "test" else val_names(cfg)
-        records = _read(cfg, names)
+        records = read_splits(cfg, names)
         data = RunData(train=[], val=records if split == "val" else [], test=records if split == "test" else [],
                        vocab=encoder.vocab, tokenizer=encoder.tokenizer, word_table=None,
                        num_classes=model.num_classes, vocab_size=0)
