@@ -97,3 +97,32 @@ def test_resume_at_epoch_boundary(synth_root: Path, tmp_path: Path) -> None:
     ref = load_checkpoint(tmp_path / "d" / "last.pth")["model"]
     assert all(torch.equal(straight[k], ref[k]) for k in ref)
     assert resumed.metrics["test"] == reference.metrics["test"]
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(synth_root: Path, tmp_path: Path) -> None:
+    """A real SIGINT to `textreid train`: it finishes the step, writes interrupted.pth and exits 0."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "textreid.cli", "train", "--config-file", "synth/tiny_moco", "--root",
+           str(synth_root), "--output-dir", str(out), "--device", "cpu", "--quiet", *FAST_OVERRIDES,
+           "SOLVER.NUM_EPOCHS", "50"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "last.pth").is_file():  # at least one epoch done: training is under way
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() < deadline, "training did not start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    ckpt = load_checkpoint(out / "interrupted.pth")
+    assert ckpt["train_state"]["step"] >= 8  # one epoch is 8 steps
+    assert ckpt["train_state"]["epoch"] < 50
+    assert "resume-from" in output
