@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import textreid
 from authors_format import export_authors
 from textreid.cli import main
 from textreid.config import load_config
@@ -97,3 +98,13 @@ def test_authors_best_pth_evaluates_unchanged(synth_root: Path, tmp_path: Path) 
     assert feats["image_ids"].tolist() == list(first)
     np.testing.assert_allclose(feats["image_feats"], img, atol=1e-5)
     np.testing.assert_allclose(feats["text_feats"], txt.numpy(), atol=1e-5)
+
+    # converted once, the same weights serve textreid.load (free text) and a search index
+    rc = main(["convert", "--config-file", str(yaml_path), "--checkpoint-file", str(tmp_path / "best.pth"),
+               "--root", str(synth_root), "--out", str(tmp_path / "ours.pth")])
+    assert rc == 0
+    encoder = textreid.load(tmp_path / "ours.pth")
+    typed = encoder.encode_text([a["sentence"] for a in ann])  # free text through the recovered vocabulary
+    np.testing.assert_allclose(typed.numpy(), txt.numpy(), atol=1e-5)
+    paths = [synth_root / "datasets" / "synth" / "imgs" / p for p in first.values()]
+    np.testing.assert_allclose(encoder.encode_images(paths).numpy(), img, atol=1e-5)

@@ -45,6 +45,7 @@ def test_scheduler_steps_per_epoch_and_resumes():
     lrs = []
     for _ in range(3):
         lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
         sched.step()
     assert lrs == pytest.approx([1.0, 1.0, 0.1])
     opt2 = build_optimizer(model, base_lr=1.0)

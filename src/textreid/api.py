@@ -158,9 +158,9 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     ckpt = load_checkpoint(path)
     if is_authors_checkpoint(ckpt):
         raise CheckpointError(
-            f"{path} is an authors' best.pth: it holds no config or vocabulary. Build the model from their "
-            "config with textreid.models.build.build_model and load it with "
-            "textreid.models.checkpoint.load_authors_checkpoint (or convert it with the command line)"
+            f"{path} is an authors' best.pth: it holds no config or vocabulary. Convert it once with "
+            "`textreid convert --config-file <their yaml> --checkpoint-file best.pth --root DIR --out ours.pth` "
+            "(evaluation needs no conversion: `textreid test` reads it directly)"
         )
     if ckpt.get("format") != FORMAT or not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"{path}: not a textreid checkpoint (format {ckpt.get('format')!r}, expected {FORMAT!r})")

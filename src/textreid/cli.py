@@ -117,6 +117,14 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from textreid.engine.setup import convert_authors_checkpoint
+
+    out = convert_authors_checkpoint(_config(args), args.checkpoint_file, args.out)
+    print(f"wrote {out} (usable by textreid.load, index, search and serve)")
+    return 0
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     import textreid
     from textreid import dist
@@ -243,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-features", action="store_true", help="write features.npz (embeddings, person ids, image ids)")
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--device", default="auto")
+    _add_config_args(p)
+
+    p = add("convert", "turn the authors' best.pth (+ their yaml and dataset) into a self-describing checkpoint",
+            cmd_convert)
+    p.add_argument("--checkpoint-file", required=True, metavar="BEST_PTH")
+    p.add_argument("--out", required=True, metavar="CKPT", help="where to write our checkpoint")
     _add_config_args(p)
 
     p = add("index", "embed a folder (or list) of images into a searchable index "

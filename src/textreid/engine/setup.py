@@ -160,29 +160,50 @@ def build_model_for_training(cfg: Config, data: RunData):
     return build_model(cfg, num_classes=data.num_classes, vocab_size=data.vocab_size, word_table=data.word_table)
 
 
+def load_authors_model(cfg: Config, checkpoint: str | Path | dict, *, splits: tuple[str, ...] = ("test",)):
+    """The authors' ``best.pth`` in a model built from their YAML, plus the run's data.
+
+    Their file holds weights only: the word table comes from the dataset folder and the word
+    vocabulary is recovered from their annotations (so free text can be encoded too).
+    """
+    from textreid.models.build import build_model
+    from textreid.models.checkpoint import load_authors_checkpoint
+
+    data = prepare_data(cfg, splits=splits)
+    model = build_model(cfg, num_classes=cfg.model.num_classes or data.num_classes, vocab_size=data.vocab_size,
+                        word_table=data.word_table, load_pretrained=False)
+    load_authors_checkpoint(model, checkpoint)
+    return model.eval(), data
+
+
+def convert_authors_checkpoint(cfg: Config, checkpoint_file: str | Path, out: str | Path) -> Path:
+    """Write the authors' ``best.pth`` as our self-describing checkpoint (for textreid.load / search)."""
+    from textreid.config import to_dict
+    from textreid.models.checkpoint import is_authors_checkpoint, load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint_file)
+    if not is_authors_checkpoint(ckpt):
+        raise ValueError(f"{checkpoint_file} is not in the authors' layout (no visual_model.* / embed_model.* keys)")
+    model, data = load_authors_model(cfg, ckpt, splits=())
+    return save_checkpoint(Path(out), model=model, config=to_dict(cfg),
+                           vocab=data.vocab.to_dict() if data.vocab else None,
+                           extra={"num_classes": model.num_classes, "converted_from": str(checkpoint_file),
+                                  "epoch": ckpt.get("epoch"), "iteration": ckpt.get("iteration")})
+
+
 def load_model_for_eval(cfg: Config, checkpoint_file: str | Path, *, device: str, split: str = "test"):
     """Model + data + test transform for evaluating our checkpoint or the authors' ``best.pth``.
 
     Our checkpoints carry their own model config, vocabulary and word table; the command-line
-    config only says where the data are. The authors' files hold weights only: the model is built
-    from their YAML and the word table is read from the dataset folder.
+    config only says where the data are. The authors' files are read with their YAML.
     """
     from textreid.api import load
     from textreid.data.transforms import build_transforms
-    from textreid.models.build import build_model
-    from textreid.models.checkpoint import (
-        is_authors_checkpoint,
-        load_authors_checkpoint,
-        load_checkpoint,
-    )
+    from textreid.models.checkpoint import is_authors_checkpoint, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint_file)
     if is_authors_checkpoint(ckpt):
-        data = prepare_data(cfg, splits=(split,))
-        num_classes = cfg.model.num_classes or data.num_classes
-        model = build_model(cfg, num_classes=num_classes, vocab_size=data.vocab_size, word_table=data.word_table,
-                            load_pretrained=False)
-        load_authors_checkpoint(model, ckpt)
+        model, data = load_authors_model(cfg, ckpt, splits=(split,))
         model.to(device)
         model_cfg = cfg
     else:
