@@ -75,6 +75,10 @@ def test_resume_mid_epoch_gives_bit_identical_weights(synth_root: Path, tmp_path
     # per sample, so worker count and the interruption point cannot change the result
     cut = train(_cfg(synth_root), output_dir=tmp_path / "b", device="cpu", progress=False, stop_after_steps=5)
     assert cut.interrupted and (tmp_path / "b" / "interrupted.pth").is_file()
+    # interrupted again exactly at the end of epoch 1 (8 batches): the resumed epoch is empty
+    cut = train(_cfg(synth_root), output_dir=tmp_path / "b", device="cpu", progress=False, stop_after_steps=8,
+                resume_from=str(tmp_path / "b" / "interrupted.pth"))
+    assert cut.interrupted and (tmp_path / "b" / "interrupted.pth").is_file()
     resumed = train(_cfg(synth_root, "DATALOADER.NUM_WORKERS", "1"), output_dir=tmp_path / "b", device="cpu",
                     progress=False, resume_from=str(tmp_path / "b" / "interrupted.pth"))
     a = load_checkpoint(tmp_path / "a" / "last.pth")["model"]

@@ -36,7 +36,7 @@ from textreid.engine.runtime import (
 )
 from textreid.engine.setup import RunData, build_model_for_training, prepare_data
 from textreid.metrics import format_table
-from textreid.models.checkpoint import load_checkpoint, save_checkpoint
+from textreid.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("textreid")
 
@@ -144,10 +144,14 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
     epoch, step, best = 0, 0, {"R1": -1.0, "epoch": -1}
     if resume_from:
         ckpt = load_checkpoint(resume_from)
+        if "train_state" not in ckpt:
+            raise CheckpointError(f"{resume_from} holds no training state (it is not a best/last/epoch/interrupted "
+                                  f"checkpoint written by textreid train), so the run cannot be continued")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt.get("scaler", {})) if use_fp16 and ckpt.get("scaler") else None
+        if use_fp16 and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         train_state = ckpt["train_state"]
         epoch, step, best = train_state["epoch"], train_state["step"], train_state["best"]
         sampler.load_state_dict(train_state["sampler"])
@@ -190,7 +194,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
             model.train()
             bar = tqdm(total=steps_per_epoch, initial=sampler.state_dict().get("consumed", 0),
                        desc=f"epoch {epoch + 1}/{s.num_epochs}", disable=not (progress and main), dynamic_ncols=True)
-            t0, seen = time.perf_counter(), 0
+            t0, seen, logged = time.perf_counter(), 0, {}
             for batch in loader:
                 batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
                 if cfg.solver.channels_last:
@@ -230,7 +234,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
                 log.info("saved %s (step %d); continue with --resume-from", output_dir / "interrupted.pth", step)
                 break
             log.info("epoch %d done: %s, %.1f img/s", epoch + 1,
-                     " ".join(f"{k}={v:.4f}" for k, v in logged.items()), seen / (time.perf_counter() - t0))
+                     " ".join(f"{k}={v:.4f}" for k, v in logged.items()), seen / max(time.perf_counter() - t0, 1e-9))
             scheduler.step()
             epoch += 1
             metrics = None
