@@ -41,6 +41,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm import tqdm
 
+from textreid.fileio import atomic_write_bytes
+
 GENERATOR = "textreid.data.synth"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -1111,10 +1113,7 @@ def build_vocabulary(captions: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------- files
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary name and rename, so a killed run never leaves a truncated file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data, durable=False)
 
 
 def _write_json(path: Path, obj: Any, indent: int | None = None) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from textreid.fileio import atomic_write_text
+
 PAD, UNK = "<pad>", "<unk>"
 _WORD = re.compile(r"[^\W_]+")
 _FORMAT = "textreid-vocabulary"
@@ -134,8 +136,8 @@ class Vocabulary:
         return cls(words, **ids)
 
     def save(self, path: str | Path) -> None:
-        """Write the vocabulary as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
+        """Write the vocabulary as JSON (atomically)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:

@@ -7,10 +7,7 @@ every rank returns the same metrics.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ from tqdm import tqdm
 from textreid import dist
 from textreid.data.loaders import build_eval_loaders
 from textreid.data.records import Record
+from textreid.fileio import atomic_open, atomic_write_json
 from textreid.metrics import evaluate, format_table
 
 log = logging.getLogger("textreid")
@@ -81,26 +79,14 @@ def evaluate_split(model: nn.Module, records: list[Record], *, transform, tokeni
     return results, feats
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON via a temp file + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
 def write_features(path: Path, feats: dict[str, torch.Tensor]) -> None:
     """features.npz: normalised text and image embeddings with person ids and image ids."""
     arrays = {k: v.cpu().numpy() for k, v in feats.items()}
     for key in ("image_feats", "text_feats"):
         x = arrays[key]
         arrays[key] = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def test(cfg, *, checkpoint_file: str, output_dir: Path, rerank: bool = False, save_features: bool = False,
@@ -123,7 +109,7 @@ def test(cfg, *, checkpoint_file: str, output_dir: Path, rerank: bool = False, s
                                     rerank_alpha=cfg.test.rerank_alpha, progress=progress)
     if dist.is_main():
         print(format_table(results))
-        write_json_atomic(output_dir / "metrics.json",
+        atomic_write_json(output_dir / "metrics.json",
                           {"checkpoint": str(checkpoint_file), "split": split, **results})
         if save_features:
             write_features(output_dir / "features.npz", feats)

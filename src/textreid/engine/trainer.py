@@ -25,7 +25,7 @@ from textreid import dist
 from textreid.config import Config, dump_yaml, to_dict
 from textreid.data.loaders import build_train_loader
 from textreid.data.transforms import build_transforms
-from textreid.engine.evaluator import evaluate_split, write_json_atomic
+from textreid.engine.evaluator import evaluate_split
 from textreid.engine.optim import build_optimizer, build_scheduler
 from textreid.engine.runtime import (
     init_distributed,
@@ -35,6 +35,7 @@ from textreid.engine.runtime import (
     setup_logging,
 )
 from textreid.engine.setup import RunData, build_model_for_training, prepare_data
+from textreid.fileio import atomic_write_json
 from textreid.metrics import format_table
 from textreid.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -242,7 +243,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
                 metrics = validate(model, data.val, cfg, data, progress)
                 if main:
                     log.info("validation after epoch %d:\n%s", epoch, format_table(metrics))
-                    write_json_atomic(output_dir / "metrics" / f"val_epoch_{epoch:03d}.json", metrics)
+                    atomic_write_json(output_dir / "metrics" / f"val_epoch_{epoch:03d}.json", metrics)
                     if writer:
                         for direction, values in metrics.items():
                             for k, v in values.items():
@@ -275,7 +276,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
         if main:
             print(f"TEST (model selected on val, epoch {best['epoch']}):\n{format_table(test_metrics)}")
     if main:
-        write_json_atomic(output_dir / "metrics.json", final)
+        atomic_write_json(output_dir / "metrics.json", final)
     return TrainResult(final, model, output_dir)
 
 

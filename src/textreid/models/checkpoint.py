@@ -12,15 +12,15 @@ under ``visual_model.*``, ``textual_model.*`` and ``embed_model.*`` (see :func:`
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+
+from textreid.fileio import atomic_open
 
 FORMAT = "textreid-v1"
 _RESERVED = ("format", "config", "vocab", "model", "optimizer", "scheduler")
@@ -71,27 +71,8 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         **extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (POSIX); not possible on every platform
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    with atomic_open(path, "wb") as f:
+        torch.save(data, f)
     return path
 
 

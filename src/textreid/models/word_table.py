@@ -11,9 +11,7 @@ string get zero vectors: they are not words CLIP has seen, and ``<pad>`` must no
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +19,8 @@ import numpy as np
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 from tqdm import tqdm
+
+from textreid.fileio import atomic_open
 
 from .text_transformer import ClipTextTower
 
@@ -84,13 +84,6 @@ def build_word_table(
 def save_word_table(path: str | Path, table: np.ndarray) -> Path:
     """Write ``table`` as ``.npy`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.asarray(table, dtype=np.float32))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.save(f, np.asarray(table, dtype=np.float32))
     return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from textreid.fileio import atomic_write_text
 from textreid.search.searcher import Hit
 
 THUMB_HEIGHT = 128  # pedestrian crops are ~3:1, so thumbnails are ~43x128
@@ -119,8 +120,4 @@ def render_results(
             )
         parts.append("</div></section>")
     parts.append("</body></html>")
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_html.with_name(out_html.name + ".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, out_html)
-    return out_html
+    return atomic_write_text(out_html, "\n".join(parts))
