@@ -24,6 +24,7 @@ import torch
 
 from textreid.config import load_config
 from textreid.engine.optim import build_optimizer
+from textreid.engine.runtime import autocast
 from textreid.models.build import build_model
 
 
@@ -123,9 +124,7 @@ def main() -> None:
         batch = next(source)
         if channels_last:
             batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
-        ctx = (torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-               if amp != "off" and dev.type == "cuda" else torch.autocast(dev.type, enabled=False))
-        with ctx:
+        with autocast(dev, amp):
             losses = model(batch)
         loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
         opt.zero_grad(set_to_none=True)

@@ -18,17 +18,11 @@ from tqdm import tqdm
 from textreid import dist
 from textreid.data.loaders import build_eval_loaders
 from textreid.data.records import Record
+from textreid.engine.runtime import autocast, init_distributed, setup_logging
 from textreid.fileio import atomic_open, atomic_write_json
 from textreid.metrics import evaluate, format_table
 
 log = logging.getLogger("textreid")
-
-
-def _autocast(device: torch.device, amp: str):
-    if device.type == "cuda" and amp in ("auto", "bf16", "fp16"):
-        dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
 
 
 @torch.inference_mode()
@@ -45,14 +39,14 @@ def embed_split(model: nn.Module, records: list[Record], *, transform, tokenizer
                                  world_size=dist.get_world_size())
     image_feats, text_feats = [], []
     for batch in tqdm(loaders.image_loader, desc="embed images", disable=not progress, leave=False):
-        with _autocast(device, amp):
+        with autocast(device, amp):
             images = batch["images"].to(device, non_blocking=True)  # [b, 3, H, W]
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             image_feats.append(core.embed_images(images).float())  # [b, D]
     for batch in tqdm(loaders.text_loader, desc="embed texts", disable=not progress, leave=False):
         text = {k: v.to(device) for k, v in batch.items() if k not in ("person_ids", "indices", "image_ids")}
-        with _autocast(device, amp):
+        with autocast(device, amp):
             text_feats.append(core.embed_texts(text).float())  # [b, D]
     core.train(was_training)
     empty = torch.zeros(0, core.embed_dim, device=device)
@@ -92,7 +86,6 @@ def write_features(path: Path, feats: dict[str, torch.Tensor]) -> None:
 def test(cfg, *, checkpoint_file: str, output_dir: Path, rerank: bool = False, save_features: bool = False,
          split: str = "test", device: str = "cpu", progress: bool = True) -> dict:
     """`textreid test`: evaluate our checkpoint or the authors' best.pth on a split; write metrics.json."""
-    from textreid.engine.runtime import init_distributed, setup_logging
     from textreid.engine.setup import load_model_for_eval
 
     init_distributed(device)

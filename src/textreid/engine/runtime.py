@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,15 @@ import torch.distributed as torch_dist
 from textreid import dist
 
 log = logging.getLogger("textreid")
+
+
+def autocast(device: torch.device, amp: str = "auto"):
+    """Mixed precision per SOLVER.AMP: bf16 ("auto"/"bf16") or fp16 on GPU, full fp32 on CPU or "off"."""
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"unknown SOLVER.AMP {amp!r}; valid: auto, bf16, fp16, off")
+    if device.type != "cuda" or amp == "off":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
 def init_distributed(device: str) -> None:

@@ -13,7 +13,6 @@ import logging
 import math
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from textreid.data.transforms import build_transforms
 from textreid.engine.evaluator import evaluate_split
 from textreid.engine.optim import build_optimizer, build_scheduler
 from textreid.engine.runtime import (
+    autocast,
     init_distributed,
     rng_state,
     seed_everything,
@@ -66,12 +66,6 @@ class _Interrupt:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def _amp_context(device: torch.device, amp: str):
-    if device.type != "cuda" or amp == "off":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
 def _test_transform(cfg: Config):
@@ -200,7 +194,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
                 batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
                 if cfg.solver.channels_last:
                     batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
-                with _amp_context(dev, s.amp):
+                with autocast(dev, s.amp):
                     out = ddp(batch)
                 losses = {k: v.float() for k, v in out.items() if k.endswith("_loss")}
                 loss = sum(losses.values())
