@@ -156,7 +156,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
     ddp = model
     if dist.is_dist():
         ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+            model, device_ids=[dev.index] if dev.type == "cuda" else None, forward_sync_buffers=False)
 
     writer = None
     if use_tensorboard and main:
