@@ -130,3 +130,22 @@ def test_ctrl_c_saves_a_resumable_checkpoint(synth_root: Path, tmp_path: Path) -
     assert ckpt["train_state"]["step"] >= 8  # one epoch is 8 steps
     assert ckpt["train_state"]["epoch"] < 50
     assert "resume-from" in output
+
+
+def test_model_weight_starts_training_from_a_checkpoint(synth_root: Path, tmp_path: Path) -> None:
+    """MODEL.WEIGHT (the authors' key) names a checkpoint to fine-tune from; fresh layers where shapes differ."""
+    from textreid.engine.setup import build_model_for_training, prepare_data
+
+    train(_cfg(synth_root, "SOLVER.NUM_EPOCHS", "1"), output_dir=tmp_path / "a", device="cpu", progress=False)
+    source = load_checkpoint(tmp_path / "a" / "last.pth")["model"]
+    cfg = _cfg(synth_root, "MODEL.WEIGHT", str(tmp_path / "a" / "last.pth"))
+    model = build_model_for_training(cfg, prepare_data(cfg))
+    assert all(torch.equal(v, source[k]) for k, v in model.state_dict().items())
+
+    longer_queue = _cfg(synth_root, "MODEL.WEIGHT", str(tmp_path / "a" / "last.pth"), "MODEL.MOCO.K", "128")
+    model = build_model_for_training(longer_queue, prepare_data(longer_queue))
+    assert torch.equal(model.state_dict()["projection"], source["projection"])
+    assert model.state_dict()["queue.id_queue"].shape == (128,)  # kept fresh: the shape differs
+
+    with pytest.raises(FileNotFoundError, match="MODEL.WEIGHT"):
+        build_model_for_training(_cfg(synth_root, "MODEL.WEIGHT", "nope.pth"), prepare_data(cfg))

@@ -154,10 +154,57 @@ def prepare_data(cfg: Config, *, splits: tuple[str, ...] = ("val", "test")) -> R
 
 
 def build_model_for_training(cfg: Config, data: RunData):
-    """The model of ``cfg``, towers initialised from MODEL.PRETRAINED (resolved under ROOT)."""
+    """The model of ``cfg``: towers from MODEL.PRETRAINED, or everything from the MODEL.WEIGHT checkpoint."""
     from textreid.models.build import build_model
 
-    return build_model(cfg, num_classes=data.num_classes, vocab_size=data.vocab_size, word_table=data.word_table)
+    weights = initial_weights_path(cfg)
+    model = build_model(cfg, num_classes=data.num_classes, vocab_size=data.vocab_size, word_table=data.word_table,
+                        load_pretrained=weights is None)
+    if weights is not None:
+        load_initial_weights(model, weights)
+    return model
+
+
+def initial_weights_path(cfg: Config) -> Path | None:
+    """MODEL.WEIGHT as the authors use it: "imagenet"/"clip"/"" = start from MODEL.PRETRAINED, else a
+    checkpoint (ours or their best.pth) to start training from; relative paths are under ROOT."""
+    if cfg.model.weight.lower() in ("", "imagenet", "clip"):
+        return None
+    path = Path(cfg.model.weight)
+    path = path if path.is_absolute() else Path(cfg.root) / path
+    if not path.is_file():
+        raise FileNotFoundError(f"MODEL.WEIGHT {cfg.model.weight!r}: checkpoint {path} not found (use 'imagenet' "
+                                f"to start from MODEL.PRETRAINED)")
+    return path
+
+
+def load_initial_weights(model, path: str | Path) -> list[str]:
+    """Copy a checkpoint's weights into ``model`` before training (fine-tuning).
+
+    Entries whose shape differs (e.g. the identity classifier of another dataset, a queue of another
+    length) keep their fresh initialisation; their names are returned and logged.
+    """
+    from textreid.models.checkpoint import (
+        convert_authors_state_dict,
+        detect_authors_head,
+        is_authors_checkpoint,
+        load_checkpoint,
+    )
+
+    ckpt = load_checkpoint(path)
+    if is_authors_checkpoint(ckpt):
+        source = convert_authors_state_dict(ckpt["model"], head=detect_authors_head(ckpt["model"]))
+    else:
+        source = ckpt["model"]
+    target = model.state_dict()
+    missing = sorted(set(target) - set(source))
+    if any(not k.endswith("word_table") for k in missing):
+        raise ValueError(f"{path}: does not fit this model, missing {missing[:8]} (check MODEL.* against the run "
+                         f"that wrote it)")
+    skipped = sorted(k for k in source if k in target and source[k].shape != target[k].shape)
+    model.load_state_dict({k: v for k, v in source.items() if k in target and k not in skipped}, strict=False)
+    log.info("initialised from %s%s", path, f"; kept fresh (shape differs): {', '.join(skipped)}" if skipped else "")
+    return skipped
 
 
 def load_authors_model(cfg: Config, checkpoint: str | Path | dict, *, splits: tuple[str, ...] = ("test",)):
