@@ -16,8 +16,13 @@ from textreid.config import Config
 from textreid.data.readers import dataset_dir as resolve_dataset_dir
 from textreid.data.readers import parse_dataset_name, read_split
 from textreid.data.records import Record
-from textreid.data.text import build_tokenizer
 from textreid.data.vocab import Vocabulary
+from textreid.models.build import (
+    build_model,
+    build_test_transform,
+    build_text_tokenizer,
+    tokenizer_kind,
+)
 
 log = logging.getLogger("textreid")
 
@@ -69,7 +74,7 @@ def dataset_folder(cfg: Config, name: str) -> Path:
 
 def uses_word_ids(cfg: Config) -> bool:
     """True when the text tower reads word ids (the BiGRU), False for CLIP BPE tokens."""
-    return cfg.model.textual_model != "clip_transformer"
+    return tokenizer_kind(cfg) == "words"
 
 
 def shipped_word_ids(cfg: Config, train: list[Record]) -> bool:
@@ -138,9 +143,7 @@ def prepare_data(cfg: Config, *, splits: tuple[str, ...] = ("val", "test")) -> R
     test = read_splits(cfg, cfg.datasets.test) if "test" in splits else []
     with_ids = shipped_word_ids(cfg, train)
     vocab = resolve_vocab(cfg, train, with_ids)
-    tokenizer = build_tokenizer(
-        "words" if uses_word_ids(cfg) else "clip_bpe", vocab=vocab, max_length=cfg.model.gru.max_length,
-        context_length=cfg.model.text_transformer.context_length)
+    tokenizer = build_text_tokenizer(cfg, vocab)
     table = load_word_table(cfg, with_ids)
     num_classes = len({r.person_id for r in train})
     if cfg.model.num_classes and cfg.model.num_classes != num_classes:
@@ -155,7 +158,6 @@ def prepare_data(cfg: Config, *, splits: tuple[str, ...] = ("val", "test")) -> R
 
 def build_model_for_training(cfg: Config, data: RunData):
     """The model of ``cfg``: towers from MODEL.PRETRAINED, or everything from the MODEL.WEIGHT checkpoint."""
-    from textreid.models.build import build_model
 
     weights = initial_weights_path(cfg)
     model = build_model(cfg, num_classes=data.num_classes, vocab_size=data.vocab_size, word_table=data.word_table,
@@ -213,7 +215,6 @@ def load_authors_model(cfg: Config, checkpoint: str | Path | dict, *, splits: tu
     Their file holds weights only: the word table comes from the dataset folder and the word
     vocabulary is recovered from their annotations (so free text can be encoded too).
     """
-    from textreid.models.build import build_model
     from textreid.models.checkpoint import load_authors_checkpoint
 
     data = prepare_data(cfg, splits=splits)
@@ -245,7 +246,6 @@ def load_model_for_eval(cfg: Config, checkpoint_file: str | Path, *, device: str
     config only says where the data are. The authors' files are read with their YAML.
     """
     from textreid.api import load
-    from textreid.data.transforms import build_transforms
     from textreid.models.checkpoint import is_authors_checkpoint, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint_file)
@@ -262,7 +262,5 @@ def load_model_for_eval(cfg: Config, checkpoint_file: str | Path, *, device: str
         data = RunData(train=[], val=records if split == "val" else [], test=records if split == "test" else [],
                        vocab=encoder.vocab, tokenizer=encoder.tokenizer, word_table=None,
                        num_classes=model.num_classes, vocab_size=0)
-    transform = build_transforms(height=model_cfg.input.height, width=model_cfg.input.width,
-                                 mean=model_cfg.input.pixel_mean, std=model_cfg.input.pixel_std, train=False)
     model.eval()
-    return model, data, transform
+    return model, data, build_test_transform(model_cfg)

@@ -37,6 +37,7 @@ from textreid.engine.runtime import (
 from textreid.engine.setup import RunData, build_model_for_training, prepare_data
 from textreid.fileio import atomic_write_json
 from textreid.metrics import format_table
+from textreid.models.build import build_test_transform
 from textreid.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("textreid")
@@ -68,14 +69,9 @@ class _Interrupt:
             signal.signal(sig, old)
 
 
-def _test_transform(cfg: Config):
-    return build_transforms(height=cfg.input.height, width=cfg.input.width, mean=cfg.input.pixel_mean,
-                            std=cfg.input.pixel_std, train=False)
-
-
 def validate(model: nn.Module, records, cfg: Config, data: RunData, progress: bool) -> dict:
     """Both directions' metrics on ``records`` (re-ranked too when TEST.RERANK)."""
-    results, _ = evaluate_split(model, records, transform=_test_transform(cfg), tokenizer=data.tokenizer,
+    results, _ = evaluate_split(model, records, transform=build_test_transform(cfg), tokenizer=data.tokenizer,
                                 batch_size=cfg.test.ims_per_batch, num_workers=cfg.dataloader.num_workers,
                                 amp=cfg.solver.amp, use_word_ids=cfg.datasets.use_onehot,
                                 channels_last=cfg.solver.channels_last, rerank=cfg.test.rerank, rerank_k=cfg.test.rerank_k,
