@@ -88,9 +88,9 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("rstpreid", "rstpreid", "per_image", "data_captions.json", path_key="img_path",
                     description="RSTPReid"),
         DatasetSpec("synth", "synth", "authors",
-                    description="synthetic pedestrians (data/synth.py), authors' layout"),
+                    description="synthetic pedestrians (data/synth/), authors' layout"),
         DatasetSpec("synth_raw", "synth", "per_image", "reid_raw.json",
-                    description="synthetic pedestrians (data/synth.py), reid_raw.json"),
+                    description="synthetic pedestrians (data/synth/), reid_raw.json"),
         DatasetSpec("custom", "", "custom",
                     description="your own JSONL/CSV file given as DATASETS.ANNOTATIONS"),
     )
