@@ -17,10 +17,15 @@ from clip_factory import (
     tiny_clip,
 )
 from textreid.models.clip_weights import ClipWeightsError
-from textreid.models.visual import VISUAL_TOWERS, build_visual_tower, resize_pos_embed
+from textreid.models.visual import (
+    VISUAL_TOWERS,
+    build_visual_tower,
+    resize_pos_embed,
+    visual_family,
+)
 
 TINY_RESNET = dict(layers=[1, 1, 1, 1], width=8)
-TINY_VIT = dict(vit_width=32, vit_layers=1, vit_heads=2)
+TINY_VIT = dict(width=32, layers=1, heads=2)
 # registry name -> (tiny size kwargs, expected out_dim: the named model's output size)
 EXPECTED = {
     "m_resnet": (TINY_RESNET, 1024),
@@ -45,7 +50,8 @@ def test_every_registered_tower_is_tested():
 def test_output_shape_at_384x128(name):
     sizes, out_dim = EXPECTED[name]
     torch.manual_seed(0)
-    tower = build_visual_tower(name, image_size=(384, 128), res5_stride=1, **sizes).eval()
+    stride = {} if visual_family(name) == "clip_vit" else {"res5_stride": 1}
+    tower = build_visual_tower(name, image_size=(384, 128), **stride, **sizes).eval()
     assert tower.out_dim == out_dim
     with torch.no_grad():
         out = tower(torch.randn(2, 3, 384, 128))
@@ -69,7 +75,7 @@ def test_vit_grid_and_overlapping_patches():
     tower = build_visual_tower("clip_vit_b16", image_size=(384, 128), **TINY_VIT)
     assert tower.positional_embedding.shape == (24 * 8 + 1, 32)
     overlap = build_visual_tower(
-        "clip_vit_b16", image_size=(384, 128), vit_stride=12, **TINY_VIT
+        "clip_vit_b16", image_size=(384, 128), stride=12, **TINY_VIT
     ).eval()
     grid = ((384 - 16) // 12 + 1, (128 - 16) // 12 + 1)  # 31 x 10
     assert overlap.positional_embedding.shape == (grid[0] * grid[1] + 1, 32)
@@ -98,7 +104,7 @@ def test_state_dict_keys_are_clips_visual_keys():
         "attnpool.q_proj.weight",
     ):
         assert key in tower.state_dict()
-    vit = build_visual_tower("clip_vit_b16", output_dim=EMBED_DIM, vit_width=64, vit_layers=2)
+    vit = build_visual_tower("clip_vit_b16", output_dim=EMBED_DIM, width=64, layers=2)
     vit_model = tiny_clip("vit")
     assert set(vit.state_dict()) == {
         k[len("visual.") :] for k in vit_model.state_dict() if k.startswith("visual.")
@@ -147,9 +153,8 @@ def clip_files(tmp_path_factory):
 def _tiny_tower(kind: str, **kw):
     if kind == "resnet":
         return build_visual_tower("m_resnet50", output_dim=EMBED_DIM, **TINY_RESNET, **kw)
-    return build_visual_tower(
-        "clip_vit_b16", output_dim=EMBED_DIM, vit_width=64, vit_layers=2, **kw
-    )
+    kw.pop("res5_stride", None)  # a ResNet setting
+    return build_visual_tower("clip_vit_b16", output_dim=EMBED_DIM, width=64, layers=2, **kw)
 
 
 @pytest.mark.parametrize("kind", ["resnet", "vit"])
@@ -231,8 +236,23 @@ def test_unknown_name_lists_valid_names():
 
 
 def test_size_kwargs_that_do_not_apply_are_refused():
-    with pytest.raises(ValueError, match="vit_width"):
-        build_visual_tower("m_resnet50", vit_width=64, **TINY_RESNET)
+    with pytest.raises(ValueError, match="patch_size=16"):
+        build_visual_tower("m_resnet50", patch_size=16, **TINY_RESNET)
+    with pytest.raises(ValueError, match="res5_stride=1"):
+        build_visual_tower("clip_vit_b16", res5_stride=1, **TINY_VIT)
+    with pytest.raises(ValueError, match="width=64"):  # torchvision ResNets have fixed widths
+        build_visual_tower("resnet50", width=64, layers=[1, 1, 1, 1])
+    # sizes left unset (0/None) may be passed to any family
+    tower = build_visual_tower("clip_vit_b16", res5_stride=0, **TINY_VIT)
+    assert tower.out_dim == 512
+
+
+def test_families_come_from_the_registry():
+    assert visual_family("m_resnet") == visual_family("m_resnet101") == "clip_resnet"
+    assert visual_family("clip_vit_l14") == "clip_vit"
+    assert visual_family("resnet50") == "torchvision_resnet"
+    with pytest.raises(KeyError, match="clip_vit_b16"):
+        visual_family("vit_b16")
 
 
 def test_torchvision_baseline_loads_torchvision_weights(tmp_path):
@@ -247,3 +267,24 @@ def test_torchvision_baseline_loads_torchvision_weights(tmp_path):
     images = torch.randn(2, 3, 128, 64)
     with torch.no_grad():
         torch.testing.assert_close(tower(images), reference(images), rtol=1e-5, atol=1e-5)
+
+
+def test_config_sizes_reach_the_family_of_the_tower():
+    from textreid.config import Config
+    from textreid.models.build import build_model
+
+    cfg = Config()
+    cfg.input.height, cfg.input.width = 64, 32
+    cfg.model.visual_model = "clip_vit_b16"
+    v = cfg.model.vit
+    v.width, v.layers, v.heads, v.output_dim = 32, 1, 2, 16
+    cfg.model.gru.onehot = "yes"
+    model = build_model(cfg, num_classes=3, vocab_size=10, word_table=None)
+    assert model.visual.out_dim == 16 and model.visual.grid == (4, 2)
+    cfg.model.resnet.width = 8  # a ResNet size on a ViT model is a mistake worth naming
+    with pytest.raises(ValueError, match=r"MODEL.RESNET.WIDTH = 8"):
+        build_model(cfg, num_classes=3, vocab_size=10, word_table=None)
+    cfg = Config()
+    cfg.model.vit.patch_size = 16
+    with pytest.raises(ValueError, match=r"'m_resnet50' does not use MODEL.VIT.PATCH_SIZE = 16"):
+        build_model(cfg, num_classes=3, vocab_size=10, word_table=None)

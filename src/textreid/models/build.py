@@ -14,7 +14,7 @@ import torch.nn as nn
 from textreid.config import Config
 from textreid.models.gru import BiGRUTower
 from textreid.models.textreid import TextReID
-from textreid.models.visual import build_visual_tower
+from textreid.models.visual import build_visual_tower, visual_family
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,23 @@ def tokenizer_kind(cfg: Config) -> str:
     return _text_spec(cfg).tokenizer
 
 
+def _visual_sizes(cfg: Config) -> dict[str, Any]:
+    """MODEL.VIT.* for a tower of the ViT family, MODEL.RESNET.* for the ResNets; the other section must stay unset."""
+    m = cfg.model
+    resnet = {"layers": list(m.resnet.layers) or None, "width": m.resnet.width,
+              "output_dim": m.resnet.output_dim, "heads": m.resnet.heads}
+    vit = {"patch_size": m.vit.patch_size, "width": m.vit.width, "layers": m.vit.layers,
+           "heads": m.vit.heads, "output_dim": m.vit.output_dim, "stride": m.vit.stride}
+    if visual_family(m.visual_model) == "clip_vit":  # MODEL.RESNET.RES5_STRIDE has a default; a ViT ignores it
+        own, other, other_section = vit, resnet, "MODEL.RESNET"
+    else:
+        own, other, other_section = {"res5_stride": m.resnet.res5_stride, **resnet}, vit, "MODEL.VIT"
+    given = [f"{other_section}.{k.upper()} = {v!r}" for k, v in other.items() if v]
+    if given:
+        raise ValueError(f"MODEL.VISUAL_MODEL {m.visual_model!r} does not use {', '.join(given)}; leave them at 0")
+    return own
+
+
 def build_model(
     cfg: Config,
     *,
@@ -128,21 +145,8 @@ def build_model(
     if classes < 1:
         raise ValueError("number of identities unknown: pass num_classes from the training data or set MODEL.NUM_CLASSES")
     pretrained = _pretrained_path(cfg) if load_pretrained else ""
-    is_vit = "vit" in m.visual_model
     visual = build_visual_tower(
-        m.visual_model,
-        image_size=(cfg.input.height, cfg.input.width),
-        res5_stride=m.resnet.res5_stride,
-        layers=list(m.resnet.layers) or None,
-        width=m.resnet.width,
-        output_dim=m.vit.output_dim if is_vit else m.resnet.output_dim,
-        heads=m.resnet.heads,
-        patch_size=m.vit.patch_size,
-        vit_width=m.vit.width,
-        vit_layers=m.vit.layers,
-        vit_heads=m.vit.heads,
-        vit_stride=m.vit.stride,
-        pretrained=pretrained,
+        m.visual_model, image_size=(cfg.input.height, cfg.input.width), pretrained=pretrained, **_visual_sizes(cfg)
     )
     textual = _text_spec(cfg).build(cfg, vocab_size=vocab_size, word_table=word_table, pretrained=pretrained)
     e, mc, lw = m.embedding, m.moco, m.losses

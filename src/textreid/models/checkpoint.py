@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,36 @@ def detect_authors_head(state_dict: dict[str, Any]) -> str:
     raise CheckpointError("not an authors' TextReID state dict: no embed_model.v_embed_layer / visual_embed_layer keys")
 
 
+# The authors' state-dict layout -> ours (see convert_authors_state_dict).
+# Whole tensors that move and change shape: authors' key -> (our key, conversion).
+_AUTHORS_TENSORS: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+    "embed_model.loss_evaluator.projection": ("projection", lambda t: t),
+    "embed_model.t_queue": ("queue.text_queue", lambda t: t.t().contiguous()),  # [D, K] -> [K, D]
+    "embed_model.v_queue": ("queue.image_queue", lambda t: t.t().contiguous()),  # [D, K] -> [K, D]
+    "embed_model.id_queue": ("queue.id_queue", lambda t: t.reshape(-1).long()),  # [1, K] -> [K]
+    "embed_model.queue_ptr": ("queue.ptr", lambda t: t.reshape(()).long()),  # [1] -> []
+}
+# Renamed prefixes: authors' -> ours (first match wins).
+_AUTHORS_RENAMES = {
+    "visual_model.": "visual.",
+    "textual_model.": "textual.",
+    "embed_model.v_encoder_q.": "visual.",
+    "embed_model.t_encoder_q.": "textual.",
+    "embed_model.v_encoder_k.": "v_encoder_k.",
+    "embed_model.t_encoder_k.": "t_encoder_k.",
+    "embed_model.v_fc_q.": "v_fc_q.",
+    "embed_model.t_fc_q.": "t_fc_q.",
+    "embed_model.v_fc_k.": "v_fc_k.",
+    "embed_model.t_fc_k.": "t_fc_k.",
+    "embed_model.v_embed_layer.": "v_embed_layer.",  # moco head
+    "embed_model.t_embed_layer.": "t_embed_layer.",
+    "embed_model.visual_embed_layer.": "v_embed_layer.",  # simple head
+    "embed_model.textual_embed_layer.": "t_embed_layer.",
+}
+# The moco head's query encoders duplicate the towers: used only when the tower keys are absent.
+_QUERY_COPY_OF = {"embed_model.v_encoder_q.": "visual_model.", "embed_model.t_encoder_q.": "textual_model."}
+
+
 def convert_authors_state_dict(state_dict: dict[str, torch.Tensor], *, head: str) -> dict[str, torch.Tensor]:
     """Map the authors' key layout to ours (``head``: the model's "simple" or "moco").
 
@@ -161,49 +192,18 @@ def convert_authors_state_dict(state_dict: dict[str, torch.Tensor], *, head: str
             f"the authors' file was trained with the {found!r} embedding head but the model has the {head!r} head; "
             f"set MODEL.EMBEDDING.EMBED_HEAD {found}"
         )
-    has_visual = any(k.startswith("visual_model.") for k in sd)
-    has_textual = any(k.startswith("textual_model.") for k in sd)
-    renames = {
-        "visual_model.": "visual.",
-        "textual_model.": "textual.",
-        "embed_model.v_encoder_k.": "v_encoder_k.",
-        "embed_model.t_encoder_k.": "t_encoder_k.",
-        "embed_model.v_fc_q.": "v_fc_q.",
-        "embed_model.t_fc_q.": "t_fc_q.",
-        "embed_model.v_fc_k.": "v_fc_k.",
-        "embed_model.t_fc_k.": "t_fc_k.",
-        "embed_model.v_embed_layer.": "v_embed_layer.",
-        "embed_model.t_embed_layer.": "t_embed_layer.",
-        "embed_model.visual_embed_layer.": "v_embed_layer.",
-        "embed_model.textual_embed_layer.": "t_embed_layer.",
-    }
+    present = {prefix for prefix in ("visual_model.", "textual_model.") if any(k.startswith(prefix) for k in sd)}
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
-        if key.startswith("embed_model.v_encoder_q."):
-            if not has_visual:
-                out["visual." + key[len("embed_model.v_encoder_q.") :]] = value
+        if key in _AUTHORS_TENSORS:
+            name, convert = _AUTHORS_TENSORS[key]
+            out[name] = convert(value)
             continue
-        if key.startswith("embed_model.t_encoder_q."):
-            if not has_textual:
-                out["textual." + key[len("embed_model.t_encoder_q.") :]] = value
-            continue
-        if key == "embed_model.loss_evaluator.projection":
-            out["projection"] = value
-        elif key == "embed_model.t_queue":
-            out["queue.text_queue"] = value.t().contiguous()  # [D, K] -> [K, D]
-        elif key == "embed_model.v_queue":
-            out["queue.image_queue"] = value.t().contiguous()  # [D, K] -> [K, D]
-        elif key == "embed_model.id_queue":
-            out["queue.id_queue"] = value.reshape(-1).long()  # [1, K] -> [K]
-        elif key == "embed_model.queue_ptr":
-            out["queue.ptr"] = value.reshape(()).long()  # [1] -> []
-        else:
-            for old, new in renames.items():
-                if key.startswith(old):
-                    out[new + key[len(old) :]] = value
-                    break
-            else:
-                out[key] = value
+        prefix = next((p for p in _AUTHORS_RENAMES if key.startswith(p)), None)
+        if prefix is None:
+            out[key] = value
+        elif _QUERY_COPY_OF.get(prefix) not in present:
+            out[_AUTHORS_RENAMES[prefix] + key[len(prefix) :]] = value
     return out
 
 

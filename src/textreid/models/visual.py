@@ -1,7 +1,9 @@
 """Image towers: CLIP's modified ResNet and ViT adapted to person crops, and a torchvision ResNet baseline.
 
 Every tower maps ``images [B, 3, H, W]`` to ``[B, out_dim]`` and has an ``out_dim`` attribute.
-``build_visual_tower(name, **sizes)`` looks the name up in ``VISUAL_TOWERS``.
+One builder per family (``build_clip_resnet``, ``build_clip_vit``, ``build_torchvision_resnet``)
+takes only that family's sizes; ``VISUAL_TOWERS`` maps each tower name to its family and
+``build_visual_tower(name, **sizes)`` dispatches on it.
 
 The CLIP towers subclass open_clip's ``ModifiedResNet`` / ``VisionTransformer``, so their
 state-dict keys are exactly CLIP's ``visual.*`` keys without the prefix (``conv1.weight``,
@@ -11,9 +13,10 @@ authors' ``best.pth`` (``visual_model.<those keys>``) load without renaming.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -273,10 +276,11 @@ def _load_torchvision(tower: TorchvisionResNet, pretrained: str | Path) -> None:
     tower.load_state_dict(sd, strict=True)
 
 
-# --------------------------------------------------------------------------- registry
+# --------------------------------------------------------------------------- families and registry
 # name -> (layers, width, output_dim) of OpenAI's modified ResNets; heads follow CLIP: width*32/64
 _CLIP_RESNETS = {
     "m_resnet50": ([3, 4, 6, 3], 64, 1024),
+    "m_resnet": ([3, 4, 6, 3], 64, 1024),  # the authors' name for RN50
     "m_resnet101": ([3, 4, 23, 3], 64, 512),
     "m_resnet50x4": ([4, 6, 10, 6], 80, 640),
     "m_resnet50x16": ([6, 8, 18, 8], 96, 768),
@@ -291,15 +295,8 @@ _CLIP_VITS = {
 _TORCHVISION_RESNETS = {"resnet50": [3, 4, 6, 3], "resnet101": [3, 4, 23, 3]}
 
 
-def _reject(name: str, **unused: object) -> None:
-    """Size kwargs that do not apply to a tower must stay at their 0/None default."""
-    given = [f"{k}={v!r}" for k, v in unused.items() if v]
-    if given:
-        raise ValueError(f"visual tower {name!r} does not use {', '.join(given)}; leave them at 0")
-
-
-def _build_clip_resnet(
-    name: str,
+def build_clip_resnet(
+    name: str = "m_resnet50",
     *,
     image_size: int | Sequence[int] = (384, 128),
     res5_stride: int = 1,
@@ -307,22 +304,9 @@ def _build_clip_resnet(
     width: int = 0,
     output_dim: int = 0,
     heads: int = 0,
-    patch_size: int = 0,
-    vit_width: int = 0,
-    vit_layers: int = 0,
-    vit_heads: int = 0,
-    vit_stride: int = 0,
     pretrained: str | Path = "",
-    quick_gelu: bool = True,
 ) -> ClipResNet:
-    _reject(
-        name,
-        patch_size=patch_size,
-        vit_width=vit_width,
-        vit_layers=vit_layers,
-        vit_heads=vit_heads,
-        vit_stride=vit_stride,
-    )
+    """CLIP's modified ResNet ``name``; 0/None sizes take that model's, ``pretrained`` is a local CLIP file."""
     d_layers, d_width, d_out = _CLIP_RESNETS[name]
     width = width or d_width
     tower = ClipResNet(
@@ -338,34 +322,33 @@ def _build_clip_resnet(
     return tower
 
 
-def _build_clip_vit(
-    name: str,
+def build_clip_vit(
+    name: str = "clip_vit_b16",
     *,
     image_size: int | Sequence[int] = (384, 128),
-    res5_stride: int = 1,
-    layers: Sequence[int] | None = None,
-    width: int = 0,
-    output_dim: int = 0,
-    heads: int = 0,
     patch_size: int = 0,
-    vit_width: int = 0,
-    vit_layers: int = 0,
-    vit_heads: int = 0,
-    vit_stride: int = 0,
-    pretrained: str | Path = "",
+    width: int = 0,
+    layers: int = 0,
+    heads: int = 0,
+    output_dim: int = 0,
+    stride: int = 0,
     quick_gelu: bool = True,
+    pretrained: str | Path = "",
 ) -> ClipViT:
-    # res5_stride is a ResNet setting with a non-zero default; a ViT ignores it
-    _reject(name, layers=layers, width=width, heads=heads)
+    """CLIP's ViT ``name``; 0 sizes take that model's (heads: width/64 when only the width is given).
+
+    ``stride`` < ``patch_size`` overlaps the patches. ``quick_gelu``: True for OpenAI weights,
+    False for open_clip models trained with nn.GELU.
+    """
     d_patch, d_width, d_layers, d_heads, d_out = _CLIP_VITS[name]
     tower = ClipViT(
         image_size=image_size,
         patch_size=patch_size or d_patch,
-        width=vit_width or d_width,
-        layers=vit_layers or d_layers,
-        heads=vit_heads or (max(1, vit_width // 64) if vit_width else d_heads),
+        width=width or d_width,
+        layers=layers or d_layers,
+        heads=heads or (max(1, width // 64) if width else d_heads),
         output_dim=output_dim or d_out,
-        stride=vit_stride,
+        stride=stride,
         quick_gelu=quick_gelu,
     )
     if pretrained:
@@ -373,82 +356,57 @@ def _build_clip_vit(
     return tower
 
 
-def _build_torchvision_resnet(
-    name: str,
+def build_torchvision_resnet(
+    name: str = "resnet50",
     *,
     image_size: int | Sequence[int] = (384, 128),
     res5_stride: int = 1,
     layers: Sequence[int] | None = None,
-    width: int = 0,
-    output_dim: int = 0,
-    heads: int = 0,
-    patch_size: int = 0,
-    vit_width: int = 0,
-    vit_layers: int = 0,
-    vit_heads: int = 0,
-    vit_stride: int = 0,
     pretrained: str | Path = "",
-    quick_gelu: bool = True,
 ) -> TorchvisionResNet:
-    _reject(
-        name, width=width, output_dim=output_dim, heads=heads, patch_size=patch_size,
-        vit_width=vit_width, vit_layers=vit_layers, vit_heads=vit_heads, vit_stride=vit_stride,
-    )  # fmt: skip
-    tower = TorchvisionResNet(
-        layers=list(layers) if layers else _TORCHVISION_RESNETS[name], res5_stride=res5_stride
-    )
+    """torchvision's ResNet ``name`` (global average pool: any ``image_size``); ``pretrained``: its state dict."""
+    tower = TorchvisionResNet(layers=list(layers) if layers else _TORCHVISION_RESNETS[name], res5_stride=res5_stride)
     if pretrained:
         _load_torchvision(tower, pretrained)
     return tower
 
 
-VISUAL_TOWERS: dict[str, Callable[..., nn.Module]] = {
-    **{name: partial(_build_clip_resnet, name) for name in _CLIP_RESNETS},
-    "m_resnet": partial(_build_clip_resnet, "m_resnet50"),  # the authors' alias
-    **{name: partial(_build_clip_vit, name) for name in _CLIP_VITS},
-    **{name: partial(_build_torchvision_resnet, name) for name in _TORCHVISION_RESNETS},
+VISUAL_FAMILIES: dict[str, Callable[..., nn.Module]] = {
+    "clip_resnet": build_clip_resnet,
+    "clip_vit": build_clip_vit,
+    "torchvision_resnet": build_torchvision_resnet,
+}
+# tower name -> family (a key of VISUAL_FAMILIES)
+VISUAL_TOWERS: dict[str, str] = {
+    **dict.fromkeys(_CLIP_RESNETS, "clip_resnet"),
+    **dict.fromkeys(_CLIP_VITS, "clip_vit"),
+    **dict.fromkeys(_TORCHVISION_RESNETS, "torchvision_resnet"),
 }
 
 
-def build_visual_tower(
-    name: str,
-    *,
-    image_size: int | Sequence[int] = (384, 128),
-    res5_stride: int = 1,
-    layers: Sequence[int] | None = None,
-    width: int = 0,
-    output_dim: int = 0,
-    heads: int = 0,
-    patch_size: int = 0,
-    vit_width: int = 0,
-    vit_layers: int = 0,
-    vit_heads: int = 0,
-    vit_stride: int = 0,
-    pretrained: str | Path = "",
-    quick_gelu: bool = True,
-) -> nn.Module:
-    """Build the image tower ``name``; 0/None sizes take the named model's, ``pretrained`` is a local file.
-
-    ``layers``/``width``/``output_dim``/``heads`` size CLIP ResNets (``layers`` also torchvision
-    ResNets); ``patch_size``/``vit_*``/``output_dim`` size CLIP ViTs. ``quick_gelu`` (ViT only):
-    True for OpenAI weights, False for open_clip models trained with nn.GELU.
-    """
+def visual_family(name: str) -> str:
+    """The family of the image tower ``name``: "clip_resnet", "clip_vit" or "torchvision_resnet"."""
     if name not in VISUAL_TOWERS:
-        raise KeyError(
-            f"unknown visual tower {name!r}; valid names: {', '.join(sorted(VISUAL_TOWERS))}"
+        raise KeyError(f"unknown visual tower {name!r}; valid names: {', '.join(sorted(VISUAL_TOWERS))}")
+    return VISUAL_TOWERS[name]
+
+
+def build_visual_tower(
+    name: str, *, image_size: int | Sequence[int] = (384, 128), pretrained: str | Path = "", **sizes: Any
+) -> nn.Module:
+    """Build the image tower ``name`` with its family's builder; ``sizes`` are that builder's keywords.
+
+    A size the family does not have is refused unless it is left at 0/None, so a caller may pass
+    unset sizes without knowing the family.
+    """
+    family = visual_family(name)
+    build = VISUAL_FAMILIES[family]
+    own = set(inspect.signature(build).parameters) - {"name", "image_size", "pretrained"}
+    foreign = [f"{k}={v!r}" for k, v in sizes.items() if k not in own and v]
+    if foreign:
+        raise ValueError(
+            f"visual tower {name!r} ({family}) does not use {', '.join(foreign)}; "
+            f"its sizes are {', '.join(sorted(own))}"
         )
-    return VISUAL_TOWERS[name](
-        image_size=image_size,
-        res5_stride=res5_stride,
-        layers=layers,
-        width=width,
-        output_dim=output_dim,
-        heads=heads,
-        patch_size=patch_size,
-        vit_width=vit_width,
-        vit_layers=vit_layers,
-        vit_heads=vit_heads,
-        vit_stride=vit_stride,
-        pretrained=pretrained,
-        quick_gelu=quick_gelu,
-    )
+    kept = {k: v for k, v in sizes.items() if k in own}
+    return build(name, image_size=image_size, pretrained=pretrained, **kept)
