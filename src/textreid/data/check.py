@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
+from textreid.data.images import decode_image
 from textreid.data.readers import DATASETS, load_split, parse_dataset_name
 from textreid.data.records import DataError, Problem, Record
 from textreid.data.vocab import tokenize
@@ -74,8 +74,7 @@ def _word_count(record: Record) -> int:
 def _open(path: Path) -> str | None:
     """None if the image decodes fully, else the reason."""
     try:
-        with Image.open(path) as img:
-            img.load()  # verify() skips most of a JPEG; decoding finds truncated files
+        decode_image(path)  # verify() would skip most of a JPEG; decoding finds truncated files
         return None
     except Exception as exc:  # any decoder failure is a finding, not a crash
         return f"{type(exc).__name__}: {exc}"

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from textreid.data.images import DECODE_ERRORS, decode_image
 from textreid.data.records import DataError, Record
 from textreid.data.sampler import IdentitySampler
 from textreid.data.text import ClipTokenizer, WordTokenizer
@@ -34,9 +35,8 @@ Transform = Callable[[Image.Image], torch.Tensor]
 def load_image(path: str | Path, *, context: str = "") -> Image.Image:
     """Open an image as RGB; failures raise DataError naming the path (and ``context``)."""
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        return decode_image(path)
+    except DECODE_ERRORS as exc:
         where = f" ({context})" if context else ""
         raise DataError(f"cannot read image {path}{where}: {exc}") from exc
 

@@ -18,9 +18,11 @@ from tqdm import tqdm
 from textreid import dist
 from textreid.data.loaders import build_eval_loaders
 from textreid.data.records import Record
+from textreid.embeddings import normalise
 from textreid.engine.runtime import autocast, init_distributed, setup_logging
 from textreid.fileio import atomic_open, atomic_write_json
 from textreid.metrics import evaluate, format_table
+from textreid.models.state_dict import unwrap_model
 
 log = logging.getLogger("textreid")
 
@@ -30,7 +32,7 @@ def embed_split(model: nn.Module, records: list[Record], *, transform, tokenizer
                 num_workers: int = 0, amp: str = "auto", use_word_ids: bool = True, channels_last: bool = False,
                 progress: bool = False) -> dict[str, torch.Tensor]:
     """Raw (un-normalised) embeddings of a split's unique images and of all its captions."""
-    core = model.module if hasattr(model, "module") else model
+    core = unwrap_model(model)
     device = next(core.parameters()).device
     was_training = core.training
     core.eval()
@@ -77,8 +79,7 @@ def write_features(path: Path, feats: dict[str, torch.Tensor]) -> None:
     """features.npz: normalised text and image embeddings with person ids and image ids."""
     arrays = {k: v.cpu().numpy() for k, v in feats.items()}
     for key in ("image_feats", "text_feats"):
-        x = arrays[key]
-        arrays[key] = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        arrays[key] = normalise(arrays[key])
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
 

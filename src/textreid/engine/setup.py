@@ -192,6 +192,7 @@ def load_initial_weights(model, path: str | Path) -> list[str]:
         is_authors_checkpoint,
         load_checkpoint,
     )
+    from textreid.models.state_dict import diff_state_dicts
 
     ckpt = load_checkpoint(path)
     if is_authors_checkpoint(ckpt):
@@ -199,11 +200,11 @@ def load_initial_weights(model, path: str | Path) -> list[str]:
     else:
         source = ckpt["model"]
     target = model.state_dict()
-    missing = sorted(set(target) - set(source))
-    if any(not k.endswith("word_table") for k in missing):
-        raise ValueError(f"{path}: does not fit this model, missing {missing[:8]} (check MODEL.* against the run "
+    diff = diff_state_dicts(target, source)
+    if any(not k.endswith("word_table") for k in diff.missing):
+        raise ValueError(f"{path}: does not fit this model, missing {diff.missing[:8]} (check MODEL.* against the run "
                          f"that wrote it)")
-    skipped = sorted(k for k in source if k in target and source[k].shape != target[k].shape)
+    skipped = diff.wrong_shape_keys
     model.load_state_dict({k: v for k, v in source.items() if k in target and k not in skipped}, strict=False)
     log.info("initialised from %s%s", path, f"; kept fresh (shape differs): {', '.join(skipped)}" if skipped else "")
     return skipped

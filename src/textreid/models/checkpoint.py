@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from textreid.fileio import atomic_open
+from textreid.models.state_dict import diff_state_dicts, strip_prefix, unwrap_model
 
 FORMAT = "textreid-v1"
 _RESERVED = ("format", "config", "vocab", "model", "optimizer", "scheduler")
@@ -32,17 +33,6 @@ AUTHORS_ABSENT = ("textual.word_table", "t_encoder_k.word_table")
 
 class CheckpointError(ValueError):
     """A checkpoint file or dict that cannot be read or does not match the model; names file and keys."""
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP / DataParallel / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod  # type: ignore[assignment]
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        else:
-            return model
 
 
 def save_checkpoint(
@@ -116,23 +106,17 @@ def _model_dict(ckpt: dict[str, Any]) -> dict[str, Any]:
     return inner if isinstance(inner, dict) else ckpt
 
 
-def _strip_module(state_dict: dict[str, Any]) -> dict[str, Any]:
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module.") :]: v for k, v in state_dict.items()}
-    return state_dict
-
-
 def is_authors_checkpoint(ckpt: dict[str, Any]) -> bool:
     """True for the authors' ``best.pth`` layout (or its bare state dict)."""
     if not isinstance(ckpt, dict) or ckpt.get("format") == FORMAT:
         return False
-    sd = _strip_module(_model_dict(ckpt))
+    sd = strip_prefix(_model_dict(ckpt))
     return any(isinstance(k, str) and k.startswith(_AUTHORS_PREFIXES) for k in sd)
 
 
 def detect_authors_head(state_dict: dict[str, Any]) -> str:
     """``"moco"`` or ``"simple"``: which embedding head an authors' state dict was trained with."""
-    sd = _strip_module(_model_dict(state_dict))
+    sd = strip_prefix(_model_dict(state_dict))
     if any(k.startswith("embed_model.v_embed_layer.") for k in sd):
         return "moco"
     if any(k.startswith("embed_model.visual_embed_layer.") for k in sd):
@@ -185,7 +169,7 @@ def convert_authors_state_dict(state_dict: dict[str, torch.Tensor], *, head: str
 
     Keys matching no rule are passed through unchanged so that loading reports them by name.
     """
-    sd = _strip_module(_model_dict(state_dict))
+    sd = strip_prefix(_model_dict(state_dict))
     found = detect_authors_head(sd)
     if found != head:
         raise CheckpointError(
@@ -224,13 +208,9 @@ def load_authors_checkpoint(model: nn.Module, path_or_dict: str | Path | dict[st
         raise CheckpointError(f"load_authors_checkpoint expects a TextReID model, got {type(model).__name__}")
     converted = convert_authors_state_dict(_model_dict(ckpt), head=head)
     own = model.state_dict()
-    missing = [k for k in own if k not in converted and k not in AUTHORS_ABSENT]
-    unexpected = [k for k in converted if k not in own]
-    wrong = [
-        f"{k}: file {tuple(converted[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in converted
-        if k in own and converted[k].shape != own[k].shape
-    ]
+    diff = diff_state_dicts(own, converted)
+    missing = [k for k in diff.missing if k not in AUTHORS_ABSENT]
+    unexpected, wrong = diff.unexpected, diff.wrong_shape
     problems = []
     if missing:
         problems.append(f"missing from the file ({len(missing)}): {', '.join(missing[:20])}")

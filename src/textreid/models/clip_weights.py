@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from textreid.models.state_dict import diff_state_dicts, strip_prefix
+
 TEXT_PREFIXES = (
     "token_embedding.",
     "positional_embedding",
@@ -88,12 +90,6 @@ def _read_file(path: Path) -> Any:
         ) from exc
 
 
-def _strip_prefix(sd: dict[str, Any], prefix: str) -> dict[str, Any]:
-    if sd and all(k.startswith(prefix) for k in sd):
-        return {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
-
-
 def _preview(keys: list[str], n: int = 6) -> str:
     shown = ", ".join(keys[:n])
     return f"{shown}, ... ({len(keys)} keys)" if len(keys) > n else shown or "(no keys)"
@@ -118,7 +114,7 @@ def load_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
         )
     sd: dict[str, Any] = {str(k): v for k, v in obj.items()}
     for prefix in ("module.", "_orig_mod."):
-        sd = _strip_prefix(sd, prefix)
+        sd = strip_prefix(sd, prefix)
     sd = {
         (k[5:] if k.startswith("text.") else k): v for k, v in sd.items()
     }  # CustomTextCLIP layout
@@ -230,16 +226,10 @@ def check_state_dict(
     module: torch.nn.Module, sd: dict[str, Tensor], *, source: str, hint: str = ""
 ) -> None:
     """Raise ClipWeightsError listing missing/unexpected keys and shape mismatches; else return."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(sd))
-        if tuple(own[k].shape) != tuple(sd[k].shape)
-    ]
-    if not (missing or unexpected or shapes):
+    diff = diff_state_dicts(module.state_dict(), sd)
+    if diff.ok:
         return
+    missing, unexpected, shapes = diff.missing, diff.unexpected, diff.wrong_shape
     parts = []
     if shapes:
         parts.append(

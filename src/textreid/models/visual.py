@@ -33,6 +33,7 @@ from .clip_weights import (
     load_clip_state_dict,
     split_clip_state_dict,
 )
+from .state_dict import strip_prefix
 
 ImageSize = tuple[int, int]
 
@@ -266,7 +267,7 @@ def _load_torchvision(tower: TorchvisionResNet, pretrained: str | Path) -> None:
             obj = obj[container_key]
     if not isinstance(obj, dict):
         raise ClipWeightsError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    sd = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, Tensor)}
+    sd = strip_prefix({k: v for k, v in obj.items() if isinstance(v, Tensor)})
     sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}  # the ImageNet classifier
     if any(k.startswith("visual.") for k in sd):
         raise ClipWeightsError(
