@@ -104,7 +104,8 @@ def test_resume_at_epoch_boundary(synth_root: Path, tmp_path: Path) -> None:
 
 
 def test_ctrl_c_saves_a_resumable_checkpoint(synth_root: Path, tmp_path: Path) -> None:
-    """A real SIGINT to `textreid train`: it finishes the step, writes interrupted.pth and exits 0."""
+    """A real SIGINT to `textreid train`: it finishes the step, writes interrupted.pth and exits 130,
+    so `textreid train ... && textreid test ...` stops there."""
     import signal
     import subprocess
     import sys
@@ -125,11 +126,43 @@ def test_ctrl_c_saves_a_resumable_checkpoint(synth_root: Path, tmp_path: Path) -
         output, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 0, output
+    assert proc.returncode == 130, output
     ckpt = load_checkpoint(out / "interrupted.pth")
     assert ckpt["train_state"]["step"] >= 8  # one epoch is 8 steps
     assert ckpt["train_state"]["epoch"] < 50
-    assert "resume-from" in output
+    assert "stopped by SIGINT" in output and "resume-from" in output
+    assert "Traceback" not in output
+
+
+def test_sigterm_saves_and_exits_143(synth_root: Path, tmp_path: Path, capsys) -> None:
+    """SIGTERM (a scheduler's stop) to a running `textreid train`, in this process: the trainer's
+    handler turns it into a checkpoint at the current step and the command exits 128 + 15."""
+    import os
+    import signal
+    import threading
+    import time
+
+    def send_when_handled() -> None:  # only once the trainer has installed its handler (never kills pytest)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if getattr(signal.getsignal(signal.SIGTERM), "__self__", None).__class__.__name__ == "_Interrupt":
+                time.sleep(0.5)  # let a step or two run
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.02)
+
+    sender = threading.Thread(target=send_when_handled, daemon=True)
+    sender.start()
+    out = tmp_path / "run"
+    rc = main(["train", "--config-file", "synth/tiny_moco", "--root", str(synth_root), "--output-dir", str(out),
+               "--device", "cpu", "--quiet", *FAST_OVERRIDES, "SOLVER.NUM_EPOCHS", "50"])
+    sender.join()
+    err = capsys.readouterr().err
+    assert rc == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    ckpt = load_checkpoint(out / "interrupted.pth")
+    assert 1 <= ckpt["train_state"]["step"] and ckpt["train_state"]["epoch"] < 50
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
 
 
 def test_model_weight_starts_training_from_a_checkpoint(synth_root: Path, tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """The ``textreid`` command: the only place that reads argv (and, with config.py, configuration).
 
 Each subcommand parses its flags, builds explicit arguments and calls one library function.
-Imports are done inside the handlers so ``textreid --help`` stays fast.
+Imports are done inside the handlers so ``textreid --help`` stays fast. Every failure goes
+through one path (:mod:`textreid.errors`): one line on stderr naming the culprit and exit
+status 2 (1 for an internal error, 130/143 when interrupted); ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from textreid.config import ConfigError, load_config
+from textreid.config import load_config, validate_config
 
 DEFAULT_SYNTH_IDS = 1000
 
@@ -28,11 +30,12 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="config overrides, e.g. SOLVER.BASE_LR 2e-4 (after all flags)")
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, training: bool = False):
+    """The config of the command line, refused when a value is certainly wrong (before any data are read)."""
     cfg = load_config(args.config_file, args.opts)
     if args.root is not None:
         cfg.root = args.root
-    return cfg
+    return validate_config(cfg, training=training, world_size=int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def _default_output_dir(cfg, config_file: str) -> Path:
@@ -63,22 +66,26 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from textreid.data.check import check_datasets
+    from textreid.data.check import check_datasets, identity_minimums
+    from textreid.engine.setup import val_names
 
-    cfg = _config(args)
-    names = list(dict.fromkeys(cfg.datasets.train + _val_names(cfg) + cfg.datasets.test))
+    cfg = _config(args, training=True)
+    val = val_names(cfg)  # the splits `train` validates on ("auto" resolved the same way)
+    names = list(dict.fromkeys(cfg.datasets.train + val + cfg.datasets.test))
+    ids_per_batch = cfg.solver.ims_per_batch // cfg.dataloader.ims_per_id
     report = check_datasets(names, root=cfg.root, dataset_dir=cfg.datasets.dir,
                             annotations=cfg.datasets.annotations, max_length=_max_length(cfg),
-                            open_images=not args.no_open_images, progress=not args.quiet)
+                            open_images=not args.no_open_images, progress=not args.quiet,
+                            min_ids=identity_minimums(cfg.datasets.train, val + cfg.datasets.test,
+                                                      ids_per_batch=ids_per_batch),
+                            optional=[n for n in val if n not in cfg.datasets.val])
     print(report.table())
+    for note in report.notes:
+        print(f"NOTE {note}")
     for problem in report.problems:
         print(f"PROBLEM {problem}")
     print("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
     return 0 if report.ok else 1
-
-
-def _val_names(cfg) -> list[str]:
-    return [n for n in cfg.datasets.val if n != "auto"]
 
 
 def _max_length(cfg) -> int:
@@ -99,10 +106,16 @@ def cmd_vocab(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from textreid.engine.trainer import train
 
-    cfg = _config(args)
+    cfg = _config(args, training=True)
     output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(cfg, args.config_file)
-    train(cfg, output_dir=output_dir, resume_from=args.resume_from, use_tensorboard=args.use_tensorboard,
-          device=_device(args.device), progress=not args.quiet)
+    result = train(cfg, output_dir=output_dir, resume_from=args.resume_from, use_tensorboard=args.use_tensorboard,
+                   device=_device(args.device), progress=not args.quiet)
+    if result.interrupted and result.signal:  # saved interrupted.pth; a non-zero status stops `train && test`
+        import signal
+
+        print(f"textreid train: stopped by {signal.Signals(result.signal).name} after saving "
+              f"{output_dir / 'interrupted.pth'} (continue with --resume-from)", file=sys.stderr)
+        return 128 + result.signal
     return 0
 
 
@@ -206,7 +219,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textreid", description="Text-based person search (TextReID and beyond).")
+    parser = argparse.ArgumentParser(prog="textreid", description="Text-based person search (TextReID and beyond).",
+                                     epilog="exit status: 0 ok; 1 `data check` found problems, or an internal error; "
+                                            "2 a problem with your input (config, data, checkpoint, index, files); "
+                                            "130/143 interrupted (SIGINT/SIGTERM)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on failure also print the Python traceback (allowed anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str, fn) -> argparse.ArgumentParser:
@@ -296,26 +314,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``textreid`` command."""
+    """Entry point of the ``textreid`` command; returns the exit status (see :mod:`textreid.errors`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     # `textreid index merge SHARD... --out DIR` shares the `index` parser; route it here.
     if argv[:2] == ["index", "merge"]:
         p = argparse.ArgumentParser(prog="textreid index merge", description="join index shards into one index")
         p.add_argument("shards", nargs="+", metavar="SHARD_DIR")
         p.add_argument("--out", required=True, metavar="INDEX_DIR")
         p.add_argument("--index-type", default="auto")
-        return cmd_index_merge(p.parse_args(argv[2:]))
-    args = build_parser().parse_args(argv)
-    from textreid.data.records import DataError
-    from textreid.models.checkpoint import CheckpointError
-    from textreid.models.clip_weights import ClipWeightsError
-
+        args = p.parse_args(argv[2:])
+        args.fn, args.command = cmd_index_merge, "index merge"
+    else:
+        args = build_parser().parse_args(argv)
+    command = " ".join(filter(None, [args.command, getattr(args, "data_command", None)]))
     try:
         return args.fn(args)
-    except (ConfigError, DataError, CheckpointError, ClipWeightsError, FileNotFoundError) as exc:
-        # errors about the user's files and settings: the message says what to fix, no traceback
-        print(f"textreid {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into a message
+        return _report(command, exc, debug)
+    except KeyboardInterrupt as exc:  # Ctrl-C outside the trainer's own handling
+        return _report(command, exc, debug)
+
+
+def _report(command: str, exc: BaseException, debug: bool) -> int:
+    """Print the failure as one line (plus the traceback with --debug); return the exit status."""
+    from textreid.errors import describe
+
+    status, message = describe(exc)
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    print(f"textreid {command}: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ class CheckReport:
     rows: list[CheckRow] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     max_length: int = 100
+    notes: list[str] = field(default_factory=list)  # findings that are not problems
 
     @property
     def ok(self) -> bool:
@@ -67,6 +68,18 @@ class CheckReport:
         return text
 
 
+def identity_minimums(train: Sequence[str], evaluated: Sequence[str], *, ids_per_batch: int) -> dict[str, tuple[int, str]]:
+    """Fewest identities each split needs, with the reason: a training batch holds ``ids_per_batch``
+    distinct persons (and the instance loss needs 2); ranking needs 2 (with one person every
+    query's first match is right and Rank-1 = 100 means nothing)."""
+    need = {name: (2, "ranking needs at least 2 persons (with one, every metric is a meaningless 100)")
+            for name in evaluated}
+    for name in train:
+        need[name] = (max(2, ids_per_batch), f"a training batch needs {ids_per_batch} distinct persons "
+                      f"(SOLVER.IMS_PER_BATCH / DATALOADER.IMS_PER_ID) and the identity loss at least 2")
+    return need
+
+
 def _word_count(record: Record) -> int:
     return len(record.word_ids) if record.word_ids is not None else len(tokenize(record.caption))
 
@@ -89,10 +102,14 @@ def check_datasets(
     max_length: int = 100,
     open_images: bool = True,
     progress: bool = True,
+    min_ids: Mapping[str, tuple[int, str]] | None = None,
+    optional: Collection[str] = (),
 ) -> CheckReport:
     """Validate each ``<dataset>_<split>`` (files, entries, images) and count what is usable.
 
-    An empty split is reported as a problem (e.g. ``icfgpedes_val``: ICFG-PEDES has no val).
+    An empty split is reported as a problem (e.g. ``icfgpedes_val``: ICFG-PEDES has no val), except
+    the ``optional`` ones (a validation split chosen by "auto"), which get a note. ``min_ids`` maps
+    a split to the fewest identities it needs and why (see :func:`identity_minimums`).
     """
     report = CheckReport(max_length=max_length)
     to_open: dict[Path, tuple[CheckRow, str, int]] = {}  # image -> (row, annotation file, entry)
@@ -107,12 +124,17 @@ def check_datasets(
             continue
         problems = list(result.problems)
         records = result.records
-        if not records and not problems:
+        if not records and not problems and name in optional:
+            report.notes.append(f"{name} is empty: training runs without validation and keeps the last epoch")
+        elif not records and not problems:
             dataset, split = parse_dataset_name(name)
             absent = split not in DATASETS[dataset].splits
             note = f" ({dataset} has no {split} split)" if absent else ""
             problems.append(Problem(str(result.files[0]), None, f"no captions for split {split!r}{note}"))
         row.ids = len({r.person_id for r in records})
+        least, why = (min_ids or {}).get(name, (0, ""))
+        if records and row.ids < least:
+            problems.append(Problem(str(result.files[0]), None, f"{name} has {row.ids} person(s), too few: {why}"))
         row.images = len({r.image_id for r in records})
         row.captions = len(records)
         row.truncated = sum(_word_count(r) > max_length for r in records)

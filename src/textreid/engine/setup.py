@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from textreid.config import Config
+from textreid.data.readers import DATASETS, parse_dataset_name, read_split
 from textreid.data.readers import dataset_dir as resolve_dataset_dir
-from textreid.data.readers import parse_dataset_name, read_split
 from textreid.data.records import Record
 from textreid.data.vocab import Vocabulary
 from textreid.models.build import (
@@ -55,7 +55,8 @@ def read_splits(cfg: Config, names: list[str], strict: bool = True) -> list[Reco
 
 
 def val_names(cfg: Config) -> list[str]:
-    """Validation splits; "auto" means <train dataset>_val when that split has records."""
+    """Validation splits; "auto" means <train dataset>_val for each training dataset whose release has
+    a val split (ICFG-PEDES has none). `train` and `data check` both read these."""
     names = []
     for name in cfg.datasets.val:
         if name != "auto":
@@ -63,7 +64,8 @@ def val_names(cfg: Config) -> list[str]:
             continue
         for train_name in cfg.datasets.train:
             dataset, _ = parse_dataset_name(train_name)
-            names.append(f"{dataset}_val")
+            if "val" in DATASETS[dataset].splits:
+                names.append(f"{dataset}_val")
     return list(dict.fromkeys(names))
 
 

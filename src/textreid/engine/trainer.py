@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from textreid import dist
-from textreid.config import Config, dump_yaml, to_dict
+from textreid.config import Config, dump_yaml, to_dict, validate_config
 from textreid.data.loaders import build_train_loader
 from textreid.data.transforms import build_transforms
 from textreid.engine.evaluator import evaluate_split
@@ -48,6 +48,7 @@ class _Interrupt:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = 0  # the first signal received (the command exits 128 + signum)
         self._old: dict = {}
 
     def __enter__(self) -> _Interrupt:
@@ -61,7 +62,7 @@ class _Interrupt:
     def _handle(self, signum, frame) -> None:
         if self.requested:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
         log.warning("interrupt received: saving a resumable checkpoint after this step (Ctrl-C again to abort)")
 
     def __exit__(self, *exc) -> None:
@@ -87,12 +88,14 @@ class TrainResult:
     model: nn.Module
     output_dir: Path
     interrupted: bool = False
+    signal: int = 0  # SIGINT/SIGTERM that stopped the run (0: finished, or stopped by stop_after_steps)
 
 
 def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_tensorboard: bool = False,
           device: str = "cpu", progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
     """Train per ``cfg``. ``stop_after_steps`` behaves like a Ctrl-C after that many steps."""
     init_distributed(device)
+    validate_config(cfg, world_size=dist.get_world_size())  # certain mistakes fail before any data are read
     output_dir = Path(output_dir)
     main = dist.is_main()
     if main:
@@ -250,7 +253,8 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
     if writer:
         writer.close()
     if interrupted:
-        return TrainResult({"step": step, "epoch": epoch}, model, output_dir, interrupted=True)
+        return TrainResult({"step": step, "epoch": epoch}, model, output_dir, interrupted=True,
+                           signal=interrupt.signum)
 
     final = {"best_epoch": best["epoch"], "val_best_R1": best["R1"]}
     if data.test:
