@@ -304,3 +304,37 @@ def test_word_table_shape_checked(authors_root: Path) -> None:
     table = authors_root / "datasets" / "cuhkpedes" / "clip_vocab_vit.npy"
     np.save(table, np.zeros(5))
     assert f"{table}: word table should be 2-D [V, D], found shape (5,)" in _error("cuhkpedes_train", authors_root)
+
+
+def test_csv_unterminated_quote_names_its_line_and_keeps_the_rows_after(custom_csv: Path) -> None:
+    lines = custom_csv.read_text().splitlines()
+    lines[2] = 'pics/a1.png,alice,"red coat, black bag,train'  # the closing quote is missing
+    custom_csv.write_text("\n".join(lines) + "\n")
+    records, problems = scan_split("custom_train", annotations=custom_csv)
+    assert [str(p) for p in problems] == [
+        f"{custom_csv}: entry 1: line 3: unterminated quote: a quoted field must end on its line (add the closing \")"]
+    # every other row is still read: 5 train captions minus the broken one (a CSV reader would have
+    # run the quoted field to the end of the file, swallowing them)
+    expected = [c for i, (_, _, c, s) in enumerate(CUSTOM_ROWS) if s != "test" and i != 1]
+    assert sorted(r.caption for r in records) == sorted(expected) and len(expected) == 4
+    test_records, _ = scan_split("custom_test", annotations=custom_csv)
+    assert [r.caption for r in test_records] == ["a woman in white"]
+
+
+def test_csv_field_errors_name_the_line(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png")
+    bad = tmp_path / "b.csv"
+    bad.write_text('image,person_id,caption\n\na.png,1,ok\na.png,"1"x,bad quote\na.png,1,too,many\n')
+    message = _error("custom_train", tmp_path, annotations=bad)
+    assert f"{bad}: entry 1: line 4: not valid CSV" in message
+    assert f"{bad}: entry 2: line 5: more fields than header columns (4 > 3)" in message
+
+
+def test_json_errors_name_file_line_and_column(authors_root: Path, tmp_path: Path) -> None:
+    file, _ = _entries(authors_root)
+    file.write_text('{"annotations": [\n  {"image_id": 0,\n   "id": 0 "file_path": "x.png"}\n]}\n')
+    assert f"{file}: not valid JSON at line 3, column 12: Expecting ',' delimiter" in _error("cuhkpedes_train",
+                                                                                              authors_root)
+    custom = tmp_path / "list.json"
+    custom.write_text('[{"image": "a.png",\n  "person_id": 1,, "caption": "x"}]')
+    assert f"{custom}: not valid JSON at line 2, column 18" in _error("custom_train", tmp_path, annotations=custom)
