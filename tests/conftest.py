@@ -166,3 +166,31 @@ def synth_root(tmp_path_factory) -> Path:
     generate(root / "datasets" / "synth", num_ids=24, seed=3, images_per_id=3, image_size=(64, 32),
              val_fraction=0.17, test_fraction=0.17, workers=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_root: Path, tmp_path_factory) -> Path:
+    """The engine tests' shared run: `textreid train` of synth/tiny_moco + FAST_OVERRIDES (2 epochs).
+
+    Trained once per session through the real CLI (with TensorBoard); tests read its files and
+    never write into the folder.
+    """
+    from textreid.cli import main
+
+    out = tmp_path_factory.mktemp("trained_run") / "run"
+    rc = main(["train", "--config-file", "synth/tiny_moco", "--root", str(synth_root), "--output-dir", str(out),
+               "--device", "cpu", "--quiet", "--use-tensorboard", *FAST_OVERRIDES])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def one_epoch_run(synth_root: Path, tmp_path_factory) -> Path:
+    """The same configuration stopped after 1 of its epochs' worth (SOLVER.NUM_EPOCHS 1); read-only too."""
+    from textreid.config import load_config
+    from textreid.engine.trainer import train
+
+    out = tmp_path_factory.mktemp("one_epoch_run") / "run"
+    cfg = load_config("synth/tiny_moco", ["ROOT", str(synth_root), *FAST_OVERRIDES, "SOLVER.NUM_EPOCHS", "1"])
+    train(cfg, output_dir=out, device="cpu", progress=False)
+    return out

@@ -1,8 +1,13 @@
-"""The engine end to end on generated data: train → test through the real CLI, exact resume."""
+"""The engine end to end on generated data: train → test through the real CLI, exact resume.
+
+The 2-epoch and 1-epoch runs are trained once per session (``trained_run``, ``one_epoch_run`` in
+conftest.py) and shared by these tests.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +28,8 @@ def _cfg(root: Path, *extra: str):
     return load_config("synth/tiny_moco", ["ROOT", str(root), *FAST_OVERRIDES, *extra])
 
 
-def test_train_then_test_through_the_cli(synth_root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    rc = main(["train", "--config-file", "synth/tiny_moco", "--root", str(synth_root), "--output-dir", str(out),
-               "--device", "cpu", "--quiet", "--use-tensorboard", *FAST_OVERRIDES])
-    assert rc == 0
+def test_train_then_test_through_the_cli(synth_root: Path, trained_run: Path, tmp_path: Path) -> None:
+    out = trained_run  # `textreid train` through the CLI (conftest)
     for name in ("best.pth", "last.pth", "metrics.json", "train.log", "config.yaml", "vocab.json"):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").iterdir())
@@ -69,9 +71,8 @@ def test_train_then_test_through_the_cli(synth_root: Path, tmp_path: Path) -> No
     assert rc == 0 and "<img" in (tmp_path / "hits.html").read_text()
 
 
-def test_resume_mid_epoch_gives_bit_identical_weights(synth_root: Path, tmp_path: Path) -> None:
-    straight = train(_cfg(synth_root), output_dir=tmp_path / "a", device="cpu", progress=False)
-    # stop mid-epoch (8 batches per epoch), then resume with loader workers: augmentation seeds are
+def test_resume_mid_epoch_gives_bit_identical_weights(synth_root: Path, trained_run: Path, tmp_path: Path) -> None:
+    # the straight run is the shared one; stop mid-epoch (8 batches per epoch), then resume with loader workers: augmentation seeds are
     # per sample, so worker count and the interruption point cannot change the result
     cut = train(_cfg(synth_root), output_dir=tmp_path / "b", device="cpu", progress=False, stop_after_steps=5)
     assert cut.interrupted and (tmp_path / "b" / "interrupted.pth").is_file()
@@ -81,26 +82,26 @@ def test_resume_mid_epoch_gives_bit_identical_weights(synth_root: Path, tmp_path
     assert cut.interrupted and (tmp_path / "b" / "interrupted.pth").is_file()
     resumed = train(_cfg(synth_root, "DATALOADER.NUM_WORKERS", "1"), output_dir=tmp_path / "b", device="cpu",
                     progress=False, resume_from=str(tmp_path / "b" / "interrupted.pth"))
-    a = load_checkpoint(tmp_path / "a" / "last.pth")["model"]
+    a = load_checkpoint(trained_run / "last.pth")["model"]
     b = load_checkpoint(tmp_path / "b" / "last.pth")["model"]
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"weights differ after resume: {different[:5]}"
-    assert straight.metrics["test"] == resumed.metrics["test"]
+    assert json.loads((trained_run / "metrics.json").read_text())["test"] == resumed.metrics["test"]
 
 
-def test_resume_at_epoch_boundary(synth_root: Path, tmp_path: Path) -> None:
-    cfg1 = _cfg(synth_root, "SOLVER.NUM_EPOCHS", "1")
-    train(cfg1, output_dir=tmp_path / "c", device="cpu", progress=False)
+def test_resume_at_epoch_boundary(synth_root: Path, one_epoch_run: Path, trained_run: Path,
+                                  tmp_path: Path) -> None:
+    """A finished 1-epoch run continued to 2 epochs equals the straight 2-epoch run."""
+    shutil.copytree(one_epoch_run, tmp_path / "c")  # the shared runs stay untouched
     ckpt = load_checkpoint(tmp_path / "c" / "last.pth")
     assert ckpt["train_state"]["epoch"] == 1
     resumed = train(_cfg(synth_root), output_dir=tmp_path / "c", device="cpu", progress=False,
                     resume_from=str(tmp_path / "c" / "last.pth"))
-    straight = load_checkpoint(tmp_path / "c" / "last.pth")["model"]
-    reference = train(_cfg(synth_root), output_dir=tmp_path / "d", device="cpu", progress=False)
-    ref = load_checkpoint(tmp_path / "d" / "last.pth")["model"]
-    assert all(torch.equal(straight[k], ref[k]) for k in ref)
-    assert resumed.metrics["test"] == reference.metrics["test"]
+    continued = load_checkpoint(tmp_path / "c" / "last.pth")["model"]
+    ref = load_checkpoint(trained_run / "last.pth")["model"]
+    assert all(torch.equal(continued[k], ref[k]) for k in ref)
+    assert resumed.metrics["test"] == json.loads((trained_run / "metrics.json").read_text())["test"]
 
 
 def test_ctrl_c_saves_a_resumable_checkpoint(synth_root: Path, tmp_path: Path) -> None:
@@ -165,17 +166,17 @@ def test_sigterm_saves_and_exits_143(synth_root: Path, tmp_path: Path, capsys) -
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
 
 
-def test_model_weight_starts_training_from_a_checkpoint(synth_root: Path, tmp_path: Path) -> None:
+def test_model_weight_starts_training_from_a_checkpoint(synth_root: Path, one_epoch_run: Path) -> None:
     """MODEL.WEIGHT (the authors' key) names a checkpoint to fine-tune from; fresh layers where shapes differ."""
     from textreid.engine.setup import build_model_for_training, prepare_data
 
-    train(_cfg(synth_root, "SOLVER.NUM_EPOCHS", "1"), output_dir=tmp_path / "a", device="cpu", progress=False)
-    source = load_checkpoint(tmp_path / "a" / "last.pth")["model"]
-    cfg = _cfg(synth_root, "MODEL.WEIGHT", str(tmp_path / "a" / "last.pth"))
+    weights = str(one_epoch_run / "last.pth")
+    source = load_checkpoint(weights)["model"]
+    cfg = _cfg(synth_root, "MODEL.WEIGHT", weights)
     model = build_model_for_training(cfg, prepare_data(cfg))
     assert all(torch.equal(v, source[k]) for k, v in model.state_dict().items())
 
-    longer_queue = _cfg(synth_root, "MODEL.WEIGHT", str(tmp_path / "a" / "last.pth"), "MODEL.MOCO.K", "128")
+    longer_queue = _cfg(synth_root, "MODEL.WEIGHT", weights, "MODEL.MOCO.K", "128")
     model = build_model_for_training(longer_queue, prepare_data(longer_queue))
     assert torch.equal(model.state_dict()["projection"], source["projection"])
     assert model.state_dict()["queue.id_queue"].shape == (128,)  # kept fresh: the shape differs
