@@ -1,10 +1,19 @@
-"""Wall time of the full evaluation (both directions, all metrics, Jaccard re-ranking).
+"""Wall time and peak memory of the full evaluation (both directions, all metrics, re-ranking).
 
-Random 256-d features at CUHK-PEDES test size: 6,156 captions (queries), 3,074 images,
-1,000 persons. Target: under 1 s on 2 CPU cores.
+Random features shaped like a dataset's test split (--size): captions are the queries of
+text-to-image, unique images the gallery (and the other way round for image-to-text).
 
-    .venv/bin/python benchmarks/bench_eval.py [--queries 6156 --gallery 3074 --persons 1000
-                                               --dim 256 --repeat 5 --breakdown]
+    cuhk  CUHK-PEDES test:  6,156 captions x  3,074 images, 1,000 persons
+    icfg  ICFG-PEDES test: 19,848 captions x 19,848 images, 1,000 persons
+    rstp  RSTPReid test:    2,000 captions x  1,000 images,   200 persons
+
+Peak memory is the process's peak resident set during evaluate() minus its resident set
+just before (Linux: the peak is reset through /proc/self/clear_refs).
+
+    python benchmarks/bench_eval.py --size icfg --repeat 1
+    python benchmarks/bench_eval.py --size cuhk --check          # streamed == one block
+    python benchmarks/bench_eval.py --size cuhk --breakdown      # time per stage
+    python benchmarks/bench_eval.py --authors-repo DIR --queries 1000 --gallery 500   # side by side
 """
 
 from __future__ import annotations
@@ -13,20 +22,17 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textreid.metrics import (
-    _feature_neighbours,
-    _jaccard_edit,
-    _rank_edits,
-    _topk_indices,
-    evaluate,
-    format_table,
-)
+from textreid.metrics import evaluate, evaluate_direction, feature_neighbours, format_table
+
+SIZES = {"cuhk": (6156, 3074, 1000), "icfg": (19848, 19848, 1000), "rstp": (2000, 1000, 200)}
 
 
 def make_features(
@@ -38,102 +44,121 @@ def make_features(
     image_ids = image_ids[torch.randperm(num_image, generator=gen)]
     person = torch.randn(num_persons, dim, generator=gen)
     image_feats = person[image_ids] + torch.randn(num_image, dim, generator=gen)
-    text_image = torch.arange(num_text) % num_image  # ~2 captions per image
+    text_image = torch.arange(num_text) % num_image  # ~2 captions per image at CUHK size
     text_ids = image_ids[text_image]
-    # noise scale chosen so text-to-image Rank-1 is ~60%, like a trained model
+    # noise scale chosen so text-to-image Rank-1 is ~60% at CUHK size, like a trained model
     text_feats = image_feats[text_image] + 6.0 * torch.randn(num_text, dim, generator=gen)
     return text_feats, text_ids, image_feats, image_ids
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def measure(fn):
+    """(result, wall seconds, process CPU seconds, extra peak RSS in GiB over the RSS before)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM (peak RSS) to the current RSS
+        before = _status_kib("VmRSS")
+    except OSError:  # not Linux: no peak reset, report nan
+        before = None
+    start, start_cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    extra = (_status_kib("VmHWM") - before) / 1024**2 if before is not None else float("nan")
+    return out, wall, cpu, extra
 
 
 def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def timed(fn, repeat: int) -> tuple[list[float], list[float]]:
-    """Wall and process CPU seconds of each run."""
-    wall, cpu = [], []
-    for _ in range(repeat):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return wall, cpu
-
-
 def breakdown(text_feats, text_ids, image_feats, image_ids, k: int, alpha: float) -> None:
-    """One pass through the stages of evaluate(), each timed on its own."""
-    stages: dict[str, float] = {}
+    """One pass through the stages of evaluate(), each timed on its own (public functions only)."""
+    text, image = F.normalize(text_feats, dim=1), F.normalize(image_feats, dim=1)
+    stages = [
+        ("image-image top-k", lambda: feature_neighbours(image, k)),
+        ("text-text top-k", lambda: feature_neighbours(text, k)),
+        ("t2i rank", lambda: evaluate_direction(text, text_ids, image, image_ids)),
+        ("i2t rank", lambda: evaluate_direction(image, image_ids, text, text_ids)),
+    ]
+    outs = {}
+    total = 0.0
+    for name, fn in stages:
+        outs[name], seconds, _, extra = measure(fn)
+        total += seconds
+        print(f"  {name:<26} {seconds * 1000:9.1f} ms  peak +{extra:.2f} GiB")
+    for name, q, qi, g, gi, nn in (
+        ("t2i rank + re-rank", text, text_ids, image, image_ids, outs["image-image top-k"]),
+        ("i2t rank + re-rank", image, image_ids, text, text_ids, outs["text-text top-k"]),
+    ):
+        def run(q=q, qi=qi, g=g, gi=gi, nn=nn):
+            return evaluate_direction(q, qi, g, gi, gallery_neighbours=nn, alpha=alpha)
 
-    def stage(name, fn):
-        start = time.perf_counter()
-        out = fn()
-        stages[name] = time.perf_counter() - start
-        return out
-
-    text = stage("normalise", lambda: F.normalize(text_feats, dim=1))
-    image = F.normalize(image_feats, dim=1)
-    sim = stage("similarity matmul", lambda: text @ image.T)
-    sim_t = stage("transpose copy", lambda: sim.T.contiguous())
-    img_nn = stage("image-image top-k", lambda: _feature_neighbours(image, k))
-    txt_nn = stage("text-text top-k", lambda: _feature_neighbours(text, k))
-    t2i_nn = stage("t2i top-k", lambda: _topk_indices(sim, k))
-    i2t_nn = stage("i2t top-k", lambda: _topk_indices(sim_t, k))
-    t2i = stage("jaccard t2i", lambda: _jaccard_edit(sim, t2i_nn, img_nn, alpha))
-    i2t = stage("jaccard i2t", lambda: _jaccard_edit(sim_t, i2t_nn, txt_nn, alpha))
-    ks = (1, 5, 10)
-    stage(
-        "rank t2i (+rerank)", lambda: _rank_edits(sim, text_ids, image_ids, ks, None, [None, t2i])
-    )
-    stage(
-        "rank i2t (+rerank)", lambda: _rank_edits(sim_t, image_ids, text_ids, ks, None, [None, i2t])
-    )
-    for name, seconds in stages.items():
-        print(f"  {name:<20} {seconds * 1000:8.1f} ms")
-    print(f"  {'sum':<20} {sum(stages.values()) * 1000:8.1f} ms")
+        _, seconds, _, extra = measure(run)
+        print(f"  {name:<26} {seconds * 1000:9.1f} ms  peak +{extra:.2f} GiB")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse sizes, time evaluate(rerank=True) and print the figure with its conditions."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--queries", type=int, default=6156, help="text queries")
-    parser.add_argument("--gallery", type=int, default=3074, help="unique images")
-    parser.add_argument("--persons", type=int, default=1000, help="person ids")
-    parser.add_argument("--dim", type=int, default=256, help="embedding width")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs after one warm-up")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
-    )
+    """Parse sizes, time evaluate(rerank=True) and print the figures with their conditions."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="cuhk", help="dataset-shaped preset")
+    parser.add_argument("--queries", type=int, default=None, help="text queries (overrides --size)")
+    parser.add_argument("--gallery", type=int, default=None, help="unique images (overrides --size)")
+    parser.add_argument("--persons", type=int, default=None, help="person ids (overrides --size)")
+    parser.add_argument("--dim", type=int, default=256, help="embedding width (the configs' FEATURE_SIZE)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs after one warm-up")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-rerank", action="store_true", help="skip the Jaccard re-ranking")
+    parser.add_argument("--check", action="store_true", help="also assert the streamed metrics equal one block's")
     parser.add_argument("--breakdown", action="store_true", help="also time each stage once")
+    parser.add_argument("--authors-repo", type=Path, default=None,
+                        help="also run the authors' evaluation (incl. re-ranking) side by side")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    num_q, num_g, num_p = SIZES[args.size]
+    num_q, num_g, num_p = args.queries or num_q, args.gallery or num_g, args.persons or num_p
+    if args.authors_repo is not None:
+        from side_by_side import compare_eval  # benchmarks/ helper, needs the authors' code
+
+        compare_eval(args.authors_repo, num_q, num_g, num_p, args.dim, args.repeat, args.seed)
+        return
 
     load_start = _load()
-    feats = make_features(args.queries, args.gallery, args.persons, args.dim, args.seed)
+    feats = make_features(num_q, num_g, num_p, args.dim, args.seed)
     rerank = not args.no_rerank
-    results = evaluate(*feats, rerank=rerank)  # warm-up, and the metrics to show
-    times, cpu = timed(lambda: evaluate(*feats, rerank=rerank), args.repeat)
+    results = evaluate(*feats, rerank=rerank) if args.repeat > 1 else None  # warm-up
+    runs = [measure(lambda: evaluate(*feats, rerank=rerank)) for _ in range(args.repeat)]
+    results = runs[-1][0]
+    wall, cpu, extra = [r[1] for r in runs], [r[2] for r in runs], [r[3] for r in runs]
 
-    print(
-        f"evaluate(rerank={rerank}): {args.queries} text queries x {args.gallery} images, "
-        f"{args.persons} persons, dim {args.dim}, float32 features"
-    )
-    print(
-        f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} torch "
-        f"threads, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-        f"1-min load average {load_start:.2f} before, {_load():.2f} after (other jobs inflate times)"
-    )
-    print(
-        f"wall time over {args.repeat} runs: median {statistics.median(times):.3f} s, "
-        f"min {min(times):.3f} s (target < 1 s on 2 CPU cores: "
-        f"{'met' if statistics.median(times) < 1 else 'NOT met'} by the median)"
-    )
-    # CPU time barely depends on other jobs; with --threads 1 it is the work of one core.
-    print(f"process CPU time per run (all threads): median {statistics.median(cpu):.3f} s")
+    print(f"evaluate(rerank={rerank}): {num_q} text queries x {num_g} images, {num_p} persons, dim {args.dim}, "
+          f"float32, both directions")
+    print(f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} torch threads, "
+          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), 1-min load average "
+          f"{load_start:.2f} before, {_load():.2f} after (other jobs inflate times)")
+    print(f"wall time over {args.repeat} run(s): median {statistics.median(wall):.2f} s, min {min(wall):.2f} s; "
+          f"process CPU time median {statistics.median(cpu):.2f} s")
+    print(f"peak RSS over the RSS before evaluate(): max {max(extra):.2f} GiB")
+    if args.check:
+        one, wall_one, _, extra_one = measure(lambda: evaluate(*feats, rerank=rerank, chunk_size=num_q + num_g))
+        small, wall_small, _, extra_small = measure(lambda: evaluate(*feats, rerank=rerank, chunk_size=500))
+        same = one == results == small
+        print(f"check: one unbounded block ({wall_one:.2f} s, peak +{extra_one:.2f} GiB) and blocks of 500 rows "
+              f"({wall_small:.2f} s, peak +{extra_small:.2f} GiB) give {'IDENTICAL' if same else 'DIFFERENT'} "
+              "metrics to the default blocks")
+        if not same:
+            print(format_table(one), format_table(small), sep="\n")
+            sys.exit(1)
     if args.breakdown:
-        print("stages (one run):")
+        print("stages (one run each):")
         breakdown(*feats, k=5, alpha=0.05)
     print(format_table(results))
 

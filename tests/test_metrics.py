@@ -6,8 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from textreid import metrics
-from textreid.metrics import evaluate, format_table, jaccard_rerank, rank
+from textreid.metrics import (
+    evaluate,
+    evaluate_direction,
+    format_table,
+    jaccard_rerank,
+    rank,
+    ranking,
+    topk_indices,
+)
+from textreid.metrics.ranking import BlockEdit, rank_blocks, relevant_pairs
 
 
 def naive_order(row: list[float]) -> list[int]:
@@ -63,6 +71,20 @@ def random_problem(seed: int, num_q: int, num_g: int, num_ids: int, decimals: in
     return sim, qids, gids
 
 
+def rank_edited(sim, qids, gids, keys, values, chunk, ks=(1, 5, 10)):
+    """Metrics of sim and of sim with flat entries ``keys`` set to ``values``, in row blocks."""
+    num_g = sim.shape[1]
+    rows = torch.div(keys, num_g, rounding_mode="floor")
+
+    def blocks():
+        for c0 in range(0, len(sim), chunk):
+            sel = (rows >= c0) & (rows < c0 + chunk)
+            edit = BlockEdit(rows[sel] - c0, keys[sel] % num_g, values[sel])
+            yield sim[c0 : c0 + chunk], [None, edit]
+
+    return rank_blocks(blocks(), relevant_pairs(qids, gids, sim.device), num_g, ks)
+
+
 def test_hand_computed_example():
     sim = torch.tensor([[0.9, 0.8, 0.7, 0.6], [0.1, 0.4, 0.3, 0.5]])
     qids = torch.tensor([1, 2])
@@ -104,7 +126,7 @@ def test_rank_matches_naive(seed, num_q, num_g, num_ids, decimals):
 def test_torch_sort_path_matches_numpy_path(monkeypatch):
     sim, qids, gids = random_problem(4, 33, 41, 6, 1)
     want = rank(sim, qids, gids)
-    monkeypatch.setattr(metrics, "_NUMPY_SORTABLE", ())  # as on an accelerator
+    monkeypatch.setattr(ranking, "_NUMPY_SORTABLE", ())  # as on an accelerator
     assert_metrics_close(rank(sim, qids, gids, chunk_size=4), want)
     assert_metrics_close(rank(sim.half(), qids, gids), naive_rank(sim.half().float(), qids, gids))
     gallery_sim = torch.round(torch.rand(41, 41) * 10) / 10
@@ -117,7 +139,7 @@ def test_torch_sort_path_matches_numpy_path(monkeypatch):
     keys = torch.arange(0, sim.numel(), 7)
     edited = sim.clone()
     edited.view(-1)[keys] = 0.5
-    got = metrics._rank_edits(sim, qids, gids, (1, 5), 4, [(keys, edited.view(-1)[keys])])[0]
+    got = rank_edited(sim, qids, gids, keys, edited.view(-1)[keys], 4, ks=(1, 5))[1]
     assert_metrics_close(got, naive_rank(edited, qids, gids, ks=(1, 5)))
 
 
@@ -134,15 +156,11 @@ def test_ranking_a_sparse_edit_equals_ranking_the_edited_matrix(decimals):
     edited = sim.clone()
     edited.view(-1)[keys] = values
     want = naive_rank(edited, qids, gids)
-    for chunk in (1, 8, None):
-        plain, got = metrics._rank_edits(sim, qids, gids, (1, 5, 10), chunk, [None, (keys, values)])
+    for chunk in (1, 8, len(sim)):
+        plain, got = rank_edited(sim, qids, gids, keys, values, chunk)
         assert_metrics_close(plain, naive_rank(sim, qids, gids))
         assert_metrics_close(got, want)
-    empty = (keys[:0], values[:0])
-    assert_metrics_close(
-        metrics._rank_edits(sim, qids, gids, (1, 5, 10), None, [empty])[0],
-        naive_rank(sim, qids, gids),
-    )
+    assert_metrics_close(rank_edited(sim, qids, gids, keys[:0], values[:0], 5)[1], naive_rank(sim, qids, gids))
 
 
 def test_queries_without_relevant_items_are_excluded_and_counted():
@@ -196,7 +214,7 @@ def test_topk_neighbours_match_stable_order(decimals, k):
         scores = torch.round(scores * 10**decimals) / 10**decimals
     scores[3, -1] = 100.0  # the best entry in the tail
     scores[4, :] = 0.0  # one all-tied row
-    got = metrics._topk_indices(scores, k)
+    got = topk_indices(scores, k)
     for row, indices in zip(scores.tolist(), got.tolist(), strict=True):
         assert sorted(indices) == sorted(naive_order(row)[:k])
 
@@ -241,3 +259,51 @@ def test_format_table():
     assert lines[1].split() == ["t2i", "64.08", "81.73", "88.19", "60.08", "45.00"]
     assert lines[2].split() == ["i2t_rerank", "0.33", "-", "-", "100.00", "-"]
     assert len({len(line) for line in lines}) == 1
+
+
+def naive_bonus(sim: torch.Tensor, gallery_sim: torch.Tensor, k: int, alpha: float) -> torch.Tensor:
+    """alpha * Jaccard(N_q, N_g) as float32 (evaluate() adds it in the similarity's dtype)."""
+    return (naive_jaccard_rerank(sim, gallery_sim, k, alpha) - sim.double()).float()
+
+
+def tied_unit_features(seed: int, num: int, dim: int = 8) -> torch.Tensor:
+    """Rows with four entries of +-0.5: exactly unit norm, every dot product exact: many ties."""
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.zeros(num, dim)
+    for row in feats:
+        row[torch.randperm(dim, generator=gen)[:4]] = 0.5 - torch.randint(0, 2, (4,), generator=gen).float()
+    feats[1::7] = feats[0::7][: len(feats[1::7])]  # duplicate rows too
+    return feats
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_streamed_evaluate_equals_unbounded_and_naive(tied):
+    # Blocks of 1, 5 and all rows (the unbounded computation) give the metrics of the naive
+    # reference on the full matrices, ties included.
+    gen = torch.Generator().manual_seed(3)
+    image_ids = torch.randint(0, 6, (23,), generator=gen)
+    text_ids = image_ids[torch.randint(0, 23, (41,), generator=gen)]
+    if tied:
+        image_feats, text_feats = tied_unit_features(0, 23), tied_unit_features(1, 41)
+    else:
+        image_feats, text_feats = torch.randn(23, 12, generator=gen), torch.randn(41, 12, generator=gen)
+    text, image = F.normalize(text_feats, dim=1), F.normalize(image_feats, dim=1)
+    sim = text @ image.T  # [41, 23]
+    if tied:
+        assert len(torch.unique(sim)) < 20  # the case under test: rows full of exact ties
+    t2i = sim + naive_bonus(sim, image @ image.T, 3, 0.05)
+    i2t = sim.T + naive_bonus(sim.T.contiguous(), text @ text.T, 3, 0.05)
+    want = {
+        "t2i": naive_rank(sim, text_ids, image_ids),
+        "i2t": naive_rank(sim.T, image_ids, text_ids),
+        "t2i_rerank": naive_rank(t2i, text_ids, image_ids),
+        "i2t_rerank": naive_rank(i2t, image_ids, text_ids),
+    }
+    for chunk in (1, 5, None):
+        got = evaluate(text_feats, text_ids, image_feats, image_ids, rerank=True, k=3, chunk_size=chunk)
+        assert list(got) == list(want)
+        for name in want:
+            assert_metrics_close(got[name], want[name])
+    plain, reranked = evaluate_direction(text, text_ids, image, image_ids, chunk_size=4)
+    assert reranked is None
+    assert_metrics_close(plain, want["t2i"])

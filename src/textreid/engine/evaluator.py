@@ -1,4 +1,4 @@
-"""Evaluation: embed a split's unique images and all its captions, then rank (metrics.py).
+"""Evaluation: embed a split's unique images and all its captions, then rank (textreid.metrics).
 
 The gallery holds one embedding per unique image id, the queries are every caption of the
 split. Under torch.distributed each rank embeds a shard and the features are gathered, so
