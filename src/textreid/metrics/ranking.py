@@ -82,7 +82,7 @@ class Pairs(NamedTuple):
 def relevant_pairs(query_ids: Tensor, gallery_ids: Tensor, device: torch.device) -> Pairs:
     """The relevant pairs, O(G log G + P): no [Q, G] compare. Raises if there are none."""
     gallery_ids = gallery_ids.to(device=device, dtype=torch.int64)
-    query_ids = query_ids.to(device=device, dtype=torch.int64)
+    query_ids = query_ids.to(device=device, dtype=torch.int64).contiguous()
     order = torch.argsort(gallery_ids, stable=True)  # [G] same ids together, index ascending
     sorted_ids = gallery_ids.index_select(0, order)  # [G]
     lo = torch.searchsorted(sorted_ids, query_ids)  # [Q]
