@@ -50,9 +50,13 @@ CAPTIONS = ["a man in a red shirt and blue jeans", "a woman with a black bag and
             "a person wearing a grey hoodie", "a girl in a yellow dress with long hair"]
 
 
+TINY_CONFIG = "synth/tiny_moco"  # --tiny-models: every check on the demo's laptop-size model
+
+
 class Sizes:
-    def __init__(self, dry: bool) -> None:
+    def __init__(self, dry: bool, tiny_models: bool = False) -> None:
         self.dry = dry
+        self.tiny = tiny_models
         self.device = "cpu" if dry else "cuda"
         self.hw = (64, 32) if dry else (384, 128)  # ViT-B/16: 4x2 / 24x8 patches
         self.steps, self.warmup = (6, 1) if dry else (50, 3)
@@ -61,6 +65,9 @@ class Sizes:
 
     def batch(self, gpu_batch: int) -> int:
         return 8 if self.dry else gpu_batch
+
+    def config(self, name: str) -> str:
+        return TINY_CONFIG if self.tiny else name
 
 
 def peak_memory_gb(device: str) -> float:
@@ -71,13 +78,14 @@ def peak_memory_gb(device: str) -> float:
 
 def check_training(sz: Sizes, label: str, config: str, gpu_batch: int) -> dict:
     batch = sz.batch(gpu_batch)
-    cfg = bench_config(config, batch, *sz.hw)
+    cfg = bench_config(sz.config(config), batch, *sz.hw)
     setup = build_setup(cfg, sz.device, amp="off" if sz.dry else "bf16")
     times, losses = timed_steps(setup, fixed_batches(setup, batch), sz.steps, sz.warmup)
     window = max(2, len(losses) // 5)
     first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
     ok = all(math.isfinite(x) for x in losses) and last < first
     del setup
+    label += " (tiny model)" if sz.tiny else ""
     return {"check": f"train bf16 {label}" if not sz.dry else f"train fp32 {label}", "batch": batch,
             "value": f"{batch / np.median(times):.1f} img/s", "memory": f"{peak_memory_gb(sz.device):.2f} GB",
             "ok": ok, "detail": f"loss {first:.3f} -> {last:.3f} over {len(losses)} steps"}
@@ -96,7 +104,7 @@ def check_eval(sz: Sizes) -> dict:
     """Same checkpoint, same data: fp32 features and metrics on the GPU vs the CPU."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    cfg = bench_config(EVAL_CONFIG, 8, *sz.hw)
+    cfg = bench_config(sz.config(EVAL_CONFIG), 8, *sz.hw)
     gen = torch.Generator().manual_seed(1)
     data = random_batch(cfg, sz.eval_captions, gen)
     image_ids = data["person_ids"][::2]  # [N/2] one image per two captions
@@ -136,7 +144,7 @@ def check_ddp(sz: Sizes) -> dict:
     torch_dist.init_process_group(backend, rank=0, world_size=1)
     try:
         batch = sz.batch(32)
-        cfg = bench_config(EVAL_CONFIG, batch, *sz.hw)
+        cfg = bench_config(sz.config(EVAL_CONFIG), batch, *sz.hw)
         setup = build_setup(cfg, sz.device, amp="off" if sz.dry else "bf16")
         before = [p.detach().clone() for p in setup.model.parameters() if p.requires_grad]
         setup.model = torch.nn.parallel.DistributedDataParallel(
@@ -152,10 +160,10 @@ def check_ddp(sz: Sizes) -> dict:
 
 
 def check_index(sz: Sizes) -> dict:
-    cfg = bench_config(EVAL_CONFIG, 8, *sz.hw)
+    cfg = bench_config(sz.config(EVAL_CONFIG), 8, *sz.hw)
     vocab = Vocabulary.build(CAPTIONS)
     table = np.random.default_rng(0).standard_normal((len(vocab), cfg.model.gru.embedding_size)).astype(np.float32)
-    model = build_model(cfg, num_classes=cfg.model.num_classes, vocab_size=len(vocab), word_table=table,
+    model = build_model(cfg, num_classes=cfg.model.num_classes or 100, vocab_size=len(vocab), word_table=table,
                         load_pretrained=False)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,9 +186,13 @@ def check_index(sz: Sizes) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, same assertions")
+    p.add_argument("--tiny-models", action="store_true",
+                   help="with --dry-run: the demo's tiny model in every check (the fast test uses this)")
     p.add_argument("--only", choices=["train", "eval", "ddp", "index"], action="append", help="run only these")
     a = p.parse_args(argv)
-    sz = Sizes(a.dry_run)
+    if a.tiny_models and not a.dry_run:
+        p.error("--tiny-models is for --dry-run only")
+    sz = Sizes(a.dry_run, a.tiny_models)
     if not sz.dry and not torch.cuda.is_available():
         print("device_check: no CUDA device visible; use --dry-run on a CPU machine", file=sys.stderr)
         return 2
@@ -201,10 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.reset_peak_memory_stats()
     device = torch.cuda.get_device_name(0) if sz.device == "cuda" else f"CPU ({platform.machine()}, dry run)"
     print(f"\ndevice_check on {device}, torch {torch.__version__}, {time.perf_counter() - start:.0f} s")
-    print(f"| {'check':<28} | {'batch':>5} | {'result':>14} | {'peak mem':>8} | ok   | detail")
-    print(f"|{'-' * 30}|{'-' * 7}|{'-' * 16}|{'-' * 10}|------|{'-' * 8}")
+    print(f"| {'check':<36} | {'batch':>5} | {'result':>14} | {'peak mem':>8} | ok   | detail")
+    print(f"|{'-' * 38}|{'-' * 7}|{'-' * 16}|{'-' * 10}|------|{'-' * 8}")
     for r in rows:
-        print(f"| {r['check']:<28} | {r['batch']:>5} | {r['value']:>14} | {r['memory']:>8} | "
+        print(f"| {r['check']:<36} | {r['batch']:>5} | {r['value']:>14} | {r['memory']:>8} | "
               f"{'yes' if r['ok'] else 'NO':<4} | {r['detail']}")
     return 0 if all(r["ok"] for r in rows) else 1
 
