@@ -67,12 +67,19 @@ class Setup:
 
 
 def build_setup(cfg: Config, device: str | torch.device, amp: str = "off", channels_last: bool | None = None,
-                seed: int = 0) -> Setup:
-    """Model (random weights, train mode) and optimiser of ``cfg`` on ``device``."""
+                seed: int = 0, data=None) -> Setup:
+    """Model (random weights, train mode) and optimiser of ``cfg`` on ``device``.
+
+    ``data`` (engine.setup.prepare_data's result) supplies the word table, vocabulary size and
+    identities of a real dataset; without it they are random / CUHK-PEDES-sized.
+    """
     dev = torch.device(device)
     torch.manual_seed(seed)
-    model = build_model(cfg, num_classes=cfg.model.num_classes or NUM_CLASSES, vocab_size=VOCAB,
-                        word_table=random_word_table(cfg), load_pretrained=False)
+    if data is not None:
+        table, vocab, classes = data.word_table, data.vocab_size, data.num_classes
+    else:
+        table, vocab, classes = random_word_table(cfg), VOCAB, cfg.model.num_classes or NUM_CLASSES
+    model = build_model(cfg, num_classes=classes, vocab_size=vocab, word_table=table, load_pretrained=False)
     model.to(dev).train()
     channels_last = cfg.solver.channels_last if channels_last is None else channels_last
     if channels_last:
