@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from textreid.embeddings import normalise
 from textreid.metrics.ranking import (
     BLOCK_ELEMENTS,
     BlockEdit,
@@ -109,8 +109,8 @@ def evaluate(
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    text = F.normalize(text_feats.detach().float(), dim=1)  # [Nt, D]
-    image = F.normalize(image_feats.detach().float(), dim=1)  # [Ni, D]
+    text = normalise(text_feats.detach())  # [Nt, D]
+    image = normalise(image_feats.detach())  # [Ni, D]
     shape = (len(text), len(image))
     if chunk_size is None and shape[0] * shape[1] <= BLOCK_ELEMENTS:
         # Small enough for one block (CUHK-PEDES): one matmul serves both directions.
