@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from textreid.models.momentum import KeyQueue, momentum_update
+from textreid.models.momentum import KeyQueue, frozen_copy, momentum_update
 
 
 def test_momentum_update_formula_and_buffers() -> None:
@@ -98,3 +98,33 @@ def test_enqueue_gathers_from_all_ranks(tmp_path) -> None:
         assert torch.equal(states[0][key], states[1][key]), key  # identical queues on every rank
     assert states[0]["image_queue"][:, 0].tolist() == [0, 1, 2, 3]  # rank order, step by step
     assert states[0]["id_queue"].tolist() == [0, 1, 2, 3] and int(states[0]["ptr"]) == 0
+
+
+def test_fused_update_is_bit_identical_to_the_per_parameter_loop() -> None:
+    torch.manual_seed(1)
+    query = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(5))
+    query(torch.randn(2, 3, 6, 6))
+    key = copy.deepcopy(query)
+    with torch.no_grad():
+        for p in key.parameters():
+            p.add_(torch.randn_like(p))
+    want = [k.detach().clone().mul_(0.999).add_(q.detach(), alpha=1 - 0.999)
+            for q, k in zip(query.parameters(), key.parameters(), strict=True)]
+    momentum_update(query, key, 0.999)
+    assert all(torch.equal(k, w) for k, w in zip(key.parameters(), want, strict=True))
+
+
+def test_frozen_copy_shares_the_word_table_and_nothing_else() -> None:
+    tower = nn.Module()
+    tower.fc = nn.Linear(3, 3)
+    tower.bn = nn.BatchNorm1d(3)
+    tower.register_buffer("word_table", torch.randn(10, 3))
+    key = frozen_copy(tower)
+    assert key.word_table is tower.word_table  # one table in memory
+    assert key.bn.running_mean.data_ptr() != tower.bn.running_mean.data_ptr()
+    assert key.fc.weight.data_ptr() != tower.fc.weight.data_ptr()
+    assert not any(p.requires_grad for p in key.parameters())
+    with torch.no_grad():
+        tower.bn.running_mean.fill_(2.0)
+    momentum_update(tower, key, 0.5)  # shared buffers are skipped, the others copied
+    assert torch.equal(key.bn.running_mean, torch.full((3,), 2.0))

@@ -1,10 +1,12 @@
 """The paper's optimisation recipe: parameter groups and the per-epoch lr schedule."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
-from textreid.engine.optim import build_optimizer, build_scheduler, lr_factor
+from textreid.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 
 
 def test_warmup_and_step_decay_by_hand():
@@ -52,3 +54,20 @@ def test_scheduler_steps_per_epoch_and_resumes():
     sched2 = build_scheduler(opt2, schedule="step", steps=(2,), warmup_epochs=0)
     sched2.load_state_dict(sched.state_dict())
     assert sched2.last_epoch == 3
+
+
+def test_fused_adam_matches_the_reference_update() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 3))
+    reference = copy.deepcopy(model)
+    ours = build_optimizer(model, name="Adam", base_lr=1e-2, weight_decay=4e-5)
+    ref = torch.optim.Adam(param_groups(reference, base_lr=1e-2, weight_decay=4e-5), lr=1e-2, foreach=False)
+    assert ours.defaults["fused"]
+    for _ in range(5):
+        x = torch.randn(4, 6)
+        for m, opt in ((model, ours), (reference, ref)):
+            opt.zero_grad()
+            m(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

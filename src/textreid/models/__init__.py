@@ -7,7 +7,7 @@ __all__ = ["VISUAL_TOWERS", "build_visual_tower"]
 from .build import TEXT_TOWERS, build_model, tokenizer_kind  # noqa: E402
 from .checkpoint import load_authors_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from .gru import BiGRUTower  # noqa: E402
-from .momentum import KeyQueue, momentum_update  # noqa: E402
+from .momentum import KeyQueue, frozen_copy, momentum_update  # noqa: E402
 from .textreid import TextReID  # noqa: E402
 
 __all__ += [
@@ -19,6 +19,7 @@ __all__ += [
     "load_authors_checkpoint",
     "load_checkpoint",
     "momentum_update",
+    "frozen_copy",
     "save_checkpoint",
     "tokenizer_kind",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -11,9 +13,13 @@ from textreid.dist import all_gather_cat
 
 @torch.no_grad()
 def momentum_update(query: nn.Module, key: nn.Module, m: float) -> None:
-    """k <- m * k + (1 - m) * q for every parameter; buffers (BN statistics, word tables) copied.
+    """k <- m * k + (1 - m) * q for every parameter; buffers (BN statistics) copied.
 
     ``query`` and ``key`` must have the same structure (``key`` is a deep copy of ``query``).
+    One fused multi-tensor update (``torch._foreach_*``) instead of a Python loop over the
+    parameters, with the same arithmetic (``k.mul_(m).add_(q, alpha=1 - m)``), so the result is
+    bit-identical to the loop. Buffers the key shares with the query (the frozen word table,
+    see ``frozen_copy``) are not copied onto themselves.
     """
     q_params, k_params = list(query.parameters()), list(key.parameters())
     if len(q_params) != len(k_params):
@@ -21,10 +27,26 @@ def momentum_update(query: nn.Module, key: nn.Module, m: float) -> None:
             f"momentum_update: query has {len(q_params)} parameters, key has {len(k_params)}; "
             "the key encoder must be a copy of the query encoder"
         )
-    for q, k in zip(q_params, k_params, strict=True):
-        k.mul_(m).add_(q.detach(), alpha=1.0 - m)
-    for qb, kb in zip(query.buffers(), key.buffers(), strict=True):
-        kb.copy_(qb)
+    if k_params:
+        torch._foreach_mul_(k_params, m)
+        torch._foreach_add_(k_params, q_params, alpha=1.0 - m)
+    pairs = [(qb, kb) for qb, kb in zip(query.buffers(), key.buffers(), strict=True)
+             if kb.data_ptr() != qb.data_ptr()]
+    if pairs:
+        torch._foreach_copy_([kb for _, kb in pairs], [qb for qb, _ in pairs])
+
+
+def frozen_copy(module: nn.Module, share_buffers: tuple[str, ...] = ("word_table",)) -> nn.Module:
+    """A deep copy with every parameter frozen (a momentum key encoder).
+
+    Buffers whose name ends with one of ``share_buffers`` (constant tables, never updated) are
+    shared with ``module`` instead of copied: the key text tower holds no second word table.
+    """
+    memo = {id(b): b for name, b in module.named_buffers() if name.endswith(share_buffers)}
+    clone = copy.deepcopy(module, memo)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
 
 
 class KeyQueue(nn.Module):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from textreid import losses
 from textreid.models.momentum import KeyQueue, momentum_update
+from textreid.models.momentum import frozen_copy as _frozen_copy
 
 HEADS = ("simple", "moco")
 LOSS_NAMES = ("instance", "global_align", "infonce", "sdm", "itc")
@@ -27,13 +26,6 @@ def _init_linear(module: nn.Module) -> None:
 
 def _mlp(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
-
-
-def _frozen_copy(module: nn.Module) -> nn.Module:
-    clone = copy.deepcopy(module)
-    for p in clone.parameters():
-        p.requires_grad_(False)
-    return clone
 
 
 class TextReID(nn.Module):
