@@ -22,6 +22,8 @@ PALETTE = {
     "black": (15, 15, 15),
 }
 COLOURS = list(PALETTE)
+# The words the fake "model" knows: the colours and the words of pair_query and of typical queries.
+VOCAB = {*COLOURS, "a", "an", "person", "wearing", "and", "in", "with", "man", "woman", "coat"}
 _RGB = np.array(list(PALETTE.values()), dtype=np.float32)  # [C, 3]
 
 
@@ -51,7 +53,15 @@ class ColourEncoder:
         self.images_seen += len(images)
         return torch.from_numpy(np.stack([colour_histogram(im) for im in images]))
 
+    def ignored_words(self, text: str) -> list[str]:
+        """Like ``textreid.api.Encoder``: unknown words, refusing a text with no known word."""
+        from textreid.search.query import vocabulary_check
+
+        return vocabulary_check(VOCAB, text)
+
     def encode_text(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        for t in texts:
+            self.ignored_words(t)
         self.text_calls += 1
         rows = []
         for t in texts:

@@ -117,3 +117,28 @@ def test_clip_transformer_checkpoint(tmp_path: Path) -> None:
     with torch.no_grad():
         by_hand = F.normalize(model.embed_texts(ClipTokenizer(16)(CAPTIONS)), dim=1)
     torch.testing.assert_close(out, by_hand, atol=1e-5, rtol=1e-5)
+    # CLIP's byte-pair tokens read any string: nothing is unknown, only blanks are refused.
+    assert enc.ignored_words("zzzz qqqq") == [] and enc.encode_text(["zzzz !!!"]).shape[0] == 1
+    with pytest.raises(ValueError, match="empty"):
+        enc.encode_text([" "])
+
+
+def test_bad_text_and_image_inputs_get_clear_errors(saved: tuple[Path, torch.nn.Module, Vocabulary]) -> None:
+    path, _, _ = saved
+    enc = textreid.load(path)
+    with pytest.raises(ValueError, match="text 2 is empty"):
+        enc.encode_text(["a red coat", ""])
+    with pytest.raises(ValueError, match="text 1 is empty"):
+        enc.encode_text(["  \t"])
+    with pytest.raises(TypeError, match="text 1 must be a string, got NoneType"):
+        enc.encode_text([None])
+    with pytest.raises(textreid.UnknownWordsError, match="'zzzz', 'qqqq' are not in the model's vocabulary") as e:
+        enc.encode_text(["a red coat", "zzzz qqqq"])
+    assert isinstance(e.value, ValueError) and e.value.words == ["zzzz", "qqqq"]
+    with pytest.raises(textreid.UnknownWordsError, match="no words at all"):
+        enc.encode_text(["!!! ???"])
+    assert enc.ignored_words("a red zzzz coat") == ["zzzz"]
+    assert enc.encode_text(["a red zzzz coat"]).shape == (1, 12)  # partly unknown: embedded
+    for single in ("a.jpg", Path("a.jpg"), Image.new("RGB", (16, 32)), torch.zeros(3, 32, 16)):
+        with pytest.raises(TypeError, match="expects a list of images, got a single"):
+            enc.encode_images(single)

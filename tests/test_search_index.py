@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import faiss
@@ -19,7 +20,8 @@ from search_fakes import (
     pair_query,
     person_image,
 )
-from textreid.search import index as index_mod
+from textreid.search import ann as ann_mod
+from textreid.search.errors import HostileIndexError, UnsafeOutputError
 from textreid.search.index import (
     build_faiss_index,
     build_index,
@@ -27,6 +29,7 @@ from textreid.search.index import (
     read_index_dir,
     search_index,
 )
+from textreid.search.searcher import Searcher
 
 
 @pytest.fixture()
@@ -88,7 +91,8 @@ def test_list_file_and_path_list_inputs(tmp_path: Path) -> None:
                      progress=False)
     assert m3.count == 4 and m3.skipped["images"] == [{"path": "gone.jpg", "reason": "file not found"}]
     with pytest.raises(ValueError, match="no usable images.*missing.jpg: file not found"):
-        build_index(ColourEncoder(), [tmp_path / "missing.jpg"], tmp_path / "i4", progress=False)
+        build_index(ColourEncoder(), [tmp_path / "x" / "missing.jpg"], tmp_path / "i4",
+                    progress=False)
     single = build_index(ColourEncoder(), chosen[0], tmp_path / "i5", progress=False)
     assert single.count == 1 and single.root == str(chosen[0].parent)
     (tmp_path / "empty").mkdir()
@@ -203,7 +207,7 @@ def test_approximate_index_recall_is_high(kind: str) -> None:
 
 
 def test_auto_switches_to_ivf_above_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(index_mod, "AUTO_FLAT_MAX", 1000)
+    monkeypatch.setattr(ann_mod, "AUTO_FLAT_MAX", 1000)
     x = _clustered(np.random.default_rng(2), 3000, 16, 200, noise=0.2)
     index, info = build_faiss_index(x, "auto")
     assert info["type"] == "ivf" and faiss.extract_index_ivf(index).nprobe == info["nprobe"]
@@ -258,3 +262,116 @@ def test_merge_refuses_different_checkpoints(tmp_path: Path, ckpt: Path) -> None
         merge_shards([tmp_path / "d" / "shard-000-of-002", tmp_path / "d" / "shard-001-of-002"],
                      tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
+
+
+# ----------------------------------------------------------------------------- never destroy
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    """Every file under ``d`` with its bytes (what must survive a refused write)."""
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["images", "inside", "parent", "cwd"])
+def test_out_never_overlaps_the_images(tmp_path: Path, where: str, monkeypatch) -> None:
+    images = tmp_path / "photos"
+    make_gallery(images)
+    before = _tree(tmp_path)
+    out = {"images": images, "inside": images / "cam0" / "index", "parent": tmp_path,
+           "cwd": Path(".")}[where]
+    monkeypatch.chdir(images if where == "cwd" else tmp_path)
+    with pytest.raises(UnsafeOutputError, match=r"refusing --out .*(images folder|contains the images)"):
+        build_index(ColourEncoder(), images, out, progress=False)
+    assert _tree(tmp_path) == before  # not one file lost or added
+
+
+def test_out_refuses_a_folder_of_other_files_and_keeps_them(tmp_path: Path) -> None:
+    make_gallery(tmp_path / "g")
+    work = tmp_path / "work"
+    (work / "notes").mkdir(parents=True)
+    (work / "thesis.tex").write_text("three years of work")
+    (work / "notes" / "a.txt").write_text("keep me")
+    before = _tree(work)
+    with pytest.raises(UnsafeOutputError, match=r"'notes' and 1 more entries, which is not part"):
+        build_index(ColourEncoder(), tmp_path / "g", work, progress=False)
+    assert _tree(work) == before
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UnsafeOutputError, match="afile: it is a file"):
+        build_index(ColourEncoder(), tmp_path / "g", tmp_path / "afile", progress=False)
+    assert (tmp_path / "afile").read_text() == "x"
+    # An index folder to which the user added a file is not replaced either.
+    build_index(ColourEncoder(), tmp_path / "g", tmp_path / "idx", progress=False)
+    (tmp_path / "idx" / "my-notes.md").write_text("annotations")
+    with pytest.raises(UnsafeOutputError, match="'my-notes.md'"):
+        build_index(ColourEncoder(), tmp_path / "g", tmp_path / "idx", progress=False)
+    assert (tmp_path / "idx" / "my-notes.md").read_text() == "annotations"
+    # merge: the same rules
+    with pytest.raises(UnsafeOutputError, match="'notes'"):
+        merge_shards([tmp_path / "idx"], work)
+    with pytest.raises(UnsafeOutputError, match="contains the images"):
+        merge_shards([tmp_path / "idx"], tmp_path)
+    assert _tree(work) == before and (tmp_path / "g" / "cam0").is_dir()
+
+
+def test_replacing_an_index_or_an_empty_folder_is_allowed_and_atomic(tmp_path: Path) -> None:
+    make_gallery(tmp_path / "g")
+    (tmp_path / "empty").mkdir()
+    assert build_index(ColourEncoder(), tmp_path / "g", tmp_path / "empty", progress=False).count == 15
+    first = _tree(tmp_path / "empty")
+    # A failing re-build leaves the previous index untouched.
+    person_image(tmp_path / "g" / "new.png", "red", "red")
+    with pytest.raises(RuntimeError, match="simulated"):
+        build_index(ColourEncoder(fail_after=0), tmp_path / "g", tmp_path / "empty", progress=False)
+    assert _tree(tmp_path / "empty") == first and _leftovers(tmp_path) == []
+    assert build_index(ColourEncoder(), tmp_path / "g", tmp_path / "empty", progress=False).count == 16
+
+
+def test_links_leading_out_of_the_images_folder_are_skipped(tmp_path: Path) -> None:
+    make_gallery(tmp_path / "g")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0")
+    outside = person_image(tmp_path / "elsewhere.png", "red", "red")
+    (tmp_path / "g" / "passwd.jpg").symlink_to(secret)
+    (tmp_path / "g" / "outside.png").symlink_to(outside)
+    m = build_index(ColourEncoder(), tmp_path / "g", tmp_path / "idx", progress=False)
+    reasons = {s["path"]: s["reason"] for s in m.skipped["images"]}
+    assert "outside the images folder" in reasons["passwd.jpg"]
+    assert "outside the images folder" in reasons["outside.png"]
+    assert "passwd.jpg" not in read_index_dir(tmp_path / "idx").paths
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [("/etc/passwd", "outside the index root"), ("../../../../etc/passwd", "outside the index root"),
+     ("cam0/../../x.png", "outside the index root"), ("cam0/readme.txt", "not an image file"),
+     ("link.png", "outside the index root")],
+)
+def test_edited_paths_are_refused_on_load(tmp_path: Path, entry: str, why: str) -> None:
+    make_gallery(tmp_path / "g")
+    build_index(ColourEncoder(), tmp_path / "g", tmp_path / "idx", progress=False)
+    (tmp_path / "g" / "link.png").symlink_to("/etc/passwd")
+    paths_file = tmp_path / "idx" / "paths.json"
+    paths = json.loads(paths_file.read_text())
+    paths[3] = entry
+    paths_file.write_text(json.dumps(paths))
+    with pytest.raises(HostileIndexError, match=rf"paths.json: entry 3 '{re.escape(entry)}' .*{why}"):
+        read_index_dir(tmp_path / "idx")
+    with pytest.raises(HostileIndexError, match=rf"entry 3 '{re.escape(entry)}'"):
+        Searcher(tmp_path / "idx", encoder=ColourEncoder())
+
+
+def test_cli_index_refuses_before_loading_anything(tmp_path: Path, monkeypatch, capsys) -> None:
+    from textreid.cli import main
+
+    images = tmp_path / "photos"
+    make_gallery(images)
+    before = _tree(tmp_path)
+    monkeypatch.chdir(images)
+    for out in (".", str(images), str(images / "cam1"), str(tmp_path)):
+        rc = main(["index", "--checkpoint", "never-read.pth", "--images", str(images), "--out", out,
+                   "--device", "cpu", "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"refusing --out {out}" in err and "Traceback" not in err
+    rc = main(["index", "merge", str(images), "--out", str(tmp_path / "merged")])
+    assert rc == 2 and "photos is not a textreid index" in capsys.readouterr().err
+    assert _tree(tmp_path) == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from search_fakes import (
     pair_query,
     person_image,
 )
+from textreid.search.errors import UnknownWordsError
 from textreid.search.html import render_results
 from textreid.search.index import build_index
 from textreid.search.searcher import Hit, Searcher, results_as_json
@@ -227,3 +229,121 @@ def test_real_tiny_checkpoint_end_to_end(tmp_path: Path) -> None:
         order = np.argsort(-sims[qi], kind="stable")
         np.testing.assert_allclose([h.score for h in hits[qi]], sims[qi][order], atol=1e-4)
         assert hits[qi][0].path == paths[order[0]]
+
+
+def test_unknown_words_are_refused_or_reported(built) -> None:
+    idx, gallery, _ = built
+    s = Searcher(idx, encoder=ColourEncoder())
+    for q, named in [("zzzz qqqq", "'zzzz', 'qqqq' are not"), ("!!! ???", "no words at all")]:
+        with pytest.raises(UnknownWordsError, match=named):
+            s.search(q, k=3)
+    with pytest.raises(ValueError, match="empty"):
+        s.search("\x00 \t", k=3)
+    with pytest.raises(UnknownWordsError, match="'zzzz'"):
+        s.search(["red", "zzzz"], k=3)
+    assert s.ignored_words("a person wearing red and black zzzz") == ["zzzz"]
+    hits = s.search("a person wearing red and black zzzz", k=1)[0]
+    assert hits[0].path == str(gallery[("red", "black")])
+
+
+def test_more_like_this_uses_the_stored_embedding_and_leaves_the_image_out(built) -> None:
+    idx, gallery, _ = built
+    s = Searcher(idx, encoder=ColourEncoder())
+    i = s.image_position(gallery[("red", "black")])
+    assert i is not None and s.paths[i] == str(gallery[("red", "black")])
+    hits = s.similar(i, k=4)
+    assert [h.rank for h in hits] == [1, 2, 3, 4] and i not in [h.index for h in hits]
+    expected = s.search_embeddings(np.asarray(s.embeddings[i]), k=5)[0]
+    assert [h.index for h in hits] == [h.index for h in expected if h.index != i][:4]
+    assert len(s.similar(i, k=14)) == 14  # every other image
+    with pytest.raises(ValueError, match="between 1 and 14"):
+        s.similar(i, k=15)
+    with pytest.raises(ValueError, match=r"no image 15: the index holds images 0..14"):
+        s.similar(15)
+    # An indexed file is looked up; another file is embedded with the index's model.
+    assert [h.index for h in s.search_image(gallery[("red", "black")], k=4)] == [h.index for h in hits]
+    other = person_image(Path(idx).parent / "query.png", "red", "black")
+    top = s.search_image(other, k=2)
+    assert top[0].path == str(gallery[("red", "black")]) and top[0].score == pytest.approx(1.0)
+    with pytest.raises(FileNotFoundError, match="image not found"):
+        s.search_image(Path(idx).parent / "nope.png")
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture()
+def cli_index(built, monkeypatch):
+    """The built index, with textreid.load answering the fake model (the CLI loads the index's)."""
+    import textreid.api
+
+    monkeypatch.setattr(textreid.api, "load", lambda path, device="cpu", dtype=None: ColourEncoder())
+    return built
+
+
+def test_cli_refuses_unknown_words_and_reports_ignored_ones(cli_index, capsys) -> None:
+    from textreid.cli import main
+
+    idx, gallery, _ = cli_index
+    assert main(["search", "--index", str(idx), "zzzz qqqq", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "'zzzz', 'qqqq'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["search", "--index", str(idx), "   ", "--device", "cpu"]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert main(["search", "--index", str(idx), "-k", "0", "red", "--device", "cpu"]) == 2
+    assert "between 1 and 15" in capsys.readouterr().err
+    rc = main(["search", "--index", str(idx), "--json", "-k", "2", "--device", "cpu",
+               pair_query("red", "black") + " blorp"])
+    out = capsys.readouterr()
+    assert rc == 0 and "ignored words unknown to the model" in out.err and "blorp" in out.err
+    data = json.loads(out.out)
+    assert data[0]["ignored_words"] == ["blorp"]
+    assert data[0]["results"][0]["path"] == gallery[("red", "black")].relative_to(idx.parent / "g").as_posix()
+
+
+def test_cli_more_like_this(cli_index, capsys, tmp_path: Path) -> None:
+    from textreid.cli import main
+
+    idx, gallery, _ = cli_index
+    s = Searcher(idx, encoder=ColourEncoder())
+    i = s.image_position(gallery[("blue", "white")])
+    expected = [h.path for h in s.similar(i, 3)]
+    for like in (str(gallery[("blue", "white")]), str(i)):
+        assert main(["search", "--index", str(idx), "--like", like, "-k", "3", "--device", "cpu"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == f"# more like {like}" and [ln.split()[-1] for ln in lines[1:]] == expected
+    other = person_image(tmp_path / "probe.png", "blue", "white")
+    assert main(["search", "--index", str(idx), "--like", str(other), "-k", "1", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(str(gallery[("blue", "white")]))
+    assert main(["search", "--index", str(idx), "--like", "99", "--device", "cpu"]) == 2
+    assert "no image 99" in capsys.readouterr().err
+    assert main(["search", "--index", str(idx), "--like", "3", "red", "--device", "cpu"]) == 2
+    assert "one of them" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_hostile_index(cli_index, capsys) -> None:
+    from textreid.cli import main
+
+    idx, _, _ = cli_index
+    paths = json.loads((idx / "paths.json").read_text())
+    paths[0] = "../../../../../etc/passwd.jpg"
+    (idx / "paths.json").write_text(json.dumps(paths))
+    for argv in (["search", "--index", str(idx), "red"], ["serve", "--index", str(idx), "--port", "0"]):
+        assert main([*argv, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert "entry 0 '../../../../../etc/passwd.jpg'" in err and "outside the index root" in err
+
+
+def test_cli_serve_port_in_use(cli_index, capsys) -> None:
+    import socket
+
+    from textreid.cli import main
+
+    idx, _, _ = cli_index
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--index", str(idx), "--port", str(port), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is already in use" in err and "Traceback" not in err

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from textreid.api import Encoder, load
+    from textreid.search.errors import UnknownWordsError
     from textreid.search.searcher import Searcher
 
 __version__ = "0.1.0"
-__all__ = ["Encoder", "Searcher", "load"]
-_LAZY = {"Encoder": "textreid.api", "load": "textreid.api", "Searcher": "textreid.search.searcher"}
+__all__ = ["Encoder", "Searcher", "UnknownWordsError", "load"]
+_LAZY = {"Encoder": "textreid.api", "load": "textreid.api", "Searcher": "textreid.search.searcher",
+         "UnknownWordsError": "textreid.search.errors"}
 
 
 def __getattr__(name: str) -> Any:

@@ -88,13 +88,36 @@ class Encoder:
         finally:
             self.model.train(was_training)
 
+    def ignored_words(self, text: str) -> list[str]:
+        """Words of ``text`` missing from the model's word vocabulary (ignored when embedding).
+
+        Raises :class:`~textreid.UnknownWordsError` when none of its words is known: such a
+        caption would embed like an empty one. Models reading CLIP byte-pair tokens know every
+        string, so nothing is ignored.
+        """
+        from textreid.search.query import vocabulary_check
+
+        vocab = getattr(self.tokenizer, "vocab", None)
+        return [] if vocab is None else vocabulary_check(vocab, text)
+
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """Captions -> L2-normalised ``[N, D]`` float32 embeddings on ``self.device``."""
+        """Captions -> L2-normalised ``[N, D]`` float32 embeddings on ``self.device``.
+
+        Refused: a bare string (``TypeError``), a non-string item (``TypeError``), an empty or
+        blank caption (``ValueError``), and a caption none of whose words the model's vocabulary
+        knows (:class:`~textreid.UnknownWordsError`, a ``ValueError``). Partly unknown captions
+        are embedded from their known words (see :meth:`ignored_words`).
+        """
+        from textreid.search.query import check_query
+
         if isinstance(texts, str):
             raise TypeError("encode_text expects a list of strings, got a single string; wrap it in a list")
         texts = list(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for i, text in enumerate(texts):
+            check_query(text, position=i + 1, noun="text")
+            self.ignored_words(text)
 
         def run() -> torch.Tensor:
             out = []
@@ -128,6 +151,11 @@ class Encoder:
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 64) -> torch.Tensor:
         """PIL images, file paths or transformed ``[3, H, W]`` tensors -> L2-normalised ``[N, D]`` float32."""
+        if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, torch.Tensor) and images.dim() == 3):
+            raise TypeError(
+                f"encode_images expects a list of images, got a single {type(images).__name__}; "
+                "wrap it in a list: encode_images([image])"
+            )
         images = list(images)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -138,34 +138,50 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refused(command: str, exc: Exception) -> int:
+    """A refused index, output folder or query: one line naming the culprit, exit status 2."""
+    print(f"textreid {command}: {exc}", file=sys.stderr)
+    return 2
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     import textreid
     from textreid import dist
+    from textreid.search.errors import SearchError
     from textreid.search.index import build_index, merge_shards, rank_world_from_env, shard_dir_name
+    from textreid.search.store import check_output_dir
 
     rank, world = rank_world_from_env()
-    if world > 1:  # under torchrun: each rank embeds its shard, rank 0 joins them
-        from textreid.engine.runtime import init_distributed
+    try:  # refuse a dangerous --out before loading the model or reading any image
+        check_output_dir(args.out, [args.images] if Path(args.images).is_dir() else [])
+        if world > 1:  # under torchrun: each rank embeds its shard, rank 0 joins them
+            from textreid.engine.runtime import init_distributed
 
-        init_distributed(_device(args.device))
-    encoder = textreid.load(args.checkpoint, device=_device(args.device))
-    manifest = build_index(encoder, Path(args.images), Path(args.out), checkpoint_path=args.checkpoint,
-                           batch_size=args.batch_size, progress=not args.quiet, index_type=args.index_type,
-                           rank=rank, world_size=world)
-    if world > 1:
-        dist.barrier()
-        if rank != 0:
-            return 0
-        manifest = merge_shards([Path(args.out) / shard_dir_name(r, world) for r in range(world)], Path(args.out),
-                                index_type=args.index_type)
+            init_distributed(_device(args.device))
+        encoder = textreid.load(args.checkpoint, device=_device(args.device))
+        manifest = build_index(encoder, Path(args.images), Path(args.out), checkpoint_path=args.checkpoint,
+                               batch_size=args.batch_size, progress=not args.quiet, index_type=args.index_type,
+                               rank=rank, world_size=world)
+        if world > 1:
+            dist.barrier()
+            if rank != 0:
+                return 0
+            manifest = merge_shards([Path(args.out) / shard_dir_name(r, world) for r in range(world)],
+                                    Path(args.out), index_type=args.index_type)
+    except SearchError as exc:
+        return _refused("index", exc)
     print(json.dumps(manifest.to_dict(), indent=2, default=str))
     return 0
 
 
 def cmd_index_merge(args: argparse.Namespace) -> int:
+    from textreid.search.errors import SearchError
     from textreid.search.index import merge_shards
 
-    manifest = merge_shards([Path(s) for s in args.shards], Path(args.out), index_type=args.index_type)
+    try:
+        manifest = merge_shards([Path(s) for s in args.shards], Path(args.out), index_type=args.index_type)
+    except (SearchError, FileNotFoundError) as exc:
+        return _refused("index merge", exc)
     print(json.dumps(manifest.to_dict(), indent=2, default=str))
     return 0
 
@@ -178,7 +194,28 @@ def _searcher(args: argparse.Namespace):
     return Searcher(args.index, encoder=encoder, device=_device(args.device))
 
 
+def _search_like(searcher, like: str, k: int) -> list:
+    """``--like``: an image file (embedded with the index's model) or an index position."""
+    if like.strip().isdigit() and not Path(like).exists():
+        return searcher.similar(int(like), k)
+    return searcher.search_image(Path(like), k)
+
+
+def _search_text(searcher, queries: list[str], k: int) -> tuple[list, list[list[str]]]:
+    """Results for text queries and, per query, the words the model ignored (warned about)."""
+    from textreid.search.query import check_queries
+
+    queries[:] = check_queries(queries)
+    ignored = [searcher.ignored_words(q) for q in queries]
+    for q, words in zip(queries, ignored, strict=True):
+        if words:
+            print(f"textreid search: warning: ignored words unknown to the model in {q!r}: "
+                  f"{', '.join(words)}", file=sys.stderr)
+    return searcher.search(queries, k=k), ignored
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    from textreid.search.errors import SearchError
     from textreid.search.html import render_results
     from textreid.search.searcher import results_as_json
 
@@ -186,12 +223,23 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.queries_file:
         lines = Path(args.queries_file).read_text(encoding="utf-8").splitlines()
         queries += [line.strip() for line in lines if line.strip()]
-    if not queries:
-        raise SystemExit("textreid search: give a description or --queries-file FILE")
-    searcher = _searcher(args)
-    results = searcher.search(queries, k=args.k)
+    if bool(queries) == bool(args.like):
+        return _refused("search", ValueError("give description(s), --queries-file FILE or --like IMAGE "
+                                             "(one of them)"))
+    try:
+        searcher = _searcher(args)
+        if args.like:
+            results, ignored = [_search_like(searcher, args.like, args.k)], None
+            queries = [f"more like {args.like}"]
+        else:
+            results, ignored = _search_text(searcher, queries, args.k)
+    except SearchError as exc:
+        return _refused("search", exc)
     if args.json:
-        print(json.dumps(results_as_json(queries, results, searcher.manifest.root), indent=2))
+        out = results_as_json(queries, results, searcher.manifest.root)
+        for entry, words in zip(out, ignored or [[]] * len(out), strict=True):
+            entry["ignored_words"] = words
+        print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
         for q, hits in zip(queries, results, strict=True):
             print(f"# {q}")
@@ -203,9 +251,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from textreid.search.server import serve
+    from textreid.search.errors import SearchError
+    from textreid.search.server import PortInUseError, serve
 
-    serve(_searcher(args), host=args.host, port=args.port, max_k=args.max_k)
+    try:
+        serve(_searcher(args), host=args.host, port=args.port, max_k=args.max_k,
+              max_query_chars=args.max_query_chars)
+    except (SearchError, PortInUseError) as exc:
+        return _refused("serve", exc)
     return 0
 
 
@@ -286,9 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-type", default="auto", help="auto (exact below 50k images, else IVF) | flat | ivf | hnsw")
     p.add_argument("--device", default="auto")
 
-    p = add("search", "search an index by text", cmd_search)
+    p = add("search", "search an index by text, or for images like a given one", cmd_search)
     p.add_argument("--index", required=True, metavar="INDEX_DIR")
     p.add_argument("query", nargs="*", help="description(s), e.g. 'a man in a grey hoodie with a black backpack'")
+    p.add_argument("--like", metavar="IMAGE|POSITION",
+                   help="more like this person: an image file (an indexed one, or any other, embedded with "
+                        "the index's model) or an image's position in the index; the image itself is left out")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--queries-file", metavar="FILE", help="one description per line")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -301,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for")
+    p.add_argument("--max-query-chars", type=int, default=500, help="longest description a request may send")
     p.add_argument("--checkpoint", metavar="CKPT", help="model to embed queries (default: the index's)")
     p.add_argument("--device", default="auto")
 

@@ -1,34 +1,42 @@
 """Gallery search: build a FAISS index of image embeddings, query it with text, show results.
 
-``index`` builds / grows / merges index directories, ``searcher`` ranks images for text,
-``html`` writes standalone result pages, ``server`` serves a search page and JSON API.
+``index`` builds / grows / merges index directories (``store``: the on-disk format and its
+safety checks; ``ann``: exact or IVF/HNSW search), ``searcher`` ranks images for text or for
+another image, ``query`` holds the shared query rules and result shape, ``html`` writes
+standalone result pages, ``server`` serves a search page and JSON API (FastAPI on uvicorn).
+
+Names are imported lazily, so ``import textreid.search.errors`` stays light.
 """
 
-from textreid.search.html import render_results
-from textreid.search.index import (
-    EncoderProtocol,
-    Manifest,
-    build_faiss_index,
-    build_index,
-    merge_shards,
-    rank_world_from_env,
-    read_index_dir,
-)
-from textreid.search.searcher import Hit, Searcher, results_as_json
-from textreid.search.server import make_server, serve
+from __future__ import annotations
 
-__all__ = [
-    "EncoderProtocol",
-    "Hit",
-    "Manifest",
-    "Searcher",
-    "build_faiss_index",
-    "build_index",
-    "make_server",
-    "merge_shards",
-    "rank_world_from_env",
-    "read_index_dir",
-    "render_results",
-    "results_as_json",
-    "serve",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "EncoderProtocol": "index",
+    "Manifest": "store",
+    "build_faiss_index": "ann",
+    "build_index": "index",
+    "merge_shards": "index",
+    "rank_world_from_env": "index",
+    "read_index_dir": "store",
+    "render_results": "html",
+    "Hit": "searcher",
+    "Searcher": "searcher",
+    "results_as_json": "searcher",
+    "make_server": "server",
+    "serve": "server",
+    "SearchError": "errors",
+    "UnsafeOutputError": "errors",
+    "HostileIndexError": "errors",
+    "QueryError": "errors",
+    "UnknownWordsError": "errors",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"textreid.search.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'textreid.search' has no attribute {name!r}")

@@ -1,8 +1,7 @@
-"""Query a gallery index with text (or precomputed embeddings)."""
+"""Query a gallery index with text, with another image, or with precomputed embeddings."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -13,14 +12,17 @@ from typing import Any
 import faiss
 import numpy as np
 
-from textreid.search.index import (
+from textreid.search.ann import apply_search_params, search_index
+from textreid.search.errors import IndexFormatError, QueryError, SearchError
+from textreid.search.index import EncoderProtocol
+from textreid.search.query import check_k, check_queries, hit_json, ignored_words
+from textreid.search.store import (
+    EMBEDDINGS,
     FAISS_INDEX,
-    MANIFEST,
     PATHS,
-    EncoderProtocol,
-    Manifest,
-    apply_search_params,
-    search_index,
+    checked_paths,
+    read_json,
+    read_manifest,
     sha256_file,
 )
 
@@ -38,7 +40,11 @@ class Hit:
 
 
 class Searcher:
-    """Loads an index directory and ranks its images for text queries."""
+    """Loads an index directory and ranks its images for text queries or a gallery image.
+
+    Loading refuses an index any of whose entries leads (after symlinks) outside its recorded
+    root or is not an image file (:class:`~textreid.search.errors.HostileIndexError`).
+    """
 
     def __init__(
         self,
@@ -47,32 +53,25 @@ class Searcher:
         device: str = "cpu",
     ) -> None:
         self.index_dir = Path(index_dir)
-        mpath = self.index_dir / MANIFEST
-        if not mpath.is_file():
-            raise FileNotFoundError(
-                f"{self.index_dir} is not a textreid index ({MANIFEST} missing); "
-                "build one with `textreid index --checkpoint CKPT --images DIR --out INDEX_DIR`"
-            )
-        self.manifest = Manifest.from_dict(
-            json.loads(mpath.read_text(encoding="utf-8")), str(mpath)
-        )
-        m = self.manifest
+        self.manifest = m = read_manifest(self.index_dir)
         if m.shard is not None:
-            raise ValueError(
+            raise IndexFormatError(
                 f"{self.index_dir} is shard {m.shard['rank']} of {m.shard['world_size']}, not a "
                 "searchable index; join the shards with `textreid index merge SHARD... --out DIR`"
             )
         fpath = self.index_dir / FAISS_INDEX
         if not fpath.is_file():
             raise FileNotFoundError(f"{fpath} is missing; rebuild the index")
-        self.relative_paths: list[str] = json.loads(
-            (self.index_dir / PATHS).read_text(encoding="utf-8")
-        )
-        self.paths = [os.path.join(m.root, p) for p in self.relative_paths]
+        rel = read_json(self.index_dir / PATHS)
+        if not isinstance(rel, list):
+            raise IndexFormatError(f"{self.index_dir / PATHS}: expected a list of paths; rebuild it")
+        self.paths = checked_paths(m.root, rel, self.index_dir / PATHS)
+        self.relative_paths: list[str] = rel
+        self.real_root = os.path.realpath(m.root)
         self.index = faiss.read_index(str(fpath))
         apply_search_params(self.index, m.index)
         if not (self.index.ntotal == len(self.paths) == m.count):
-            raise ValueError(
+            raise IndexFormatError(
                 f"{self.index_dir}: inconsistent index (manifest count {m.count}, "
                 f"{len(self.paths)} paths, {self.index.ntotal} vectors in {FAISS_INDEX}); rebuild it"
             )
@@ -80,12 +79,13 @@ class Searcher:
             encoder = self._load_encoder(device)
         dim = getattr(encoder, "embed_dim", None)
         if dim is not None and dim != m.embed_dim:
-            raise ValueError(
+            raise IndexFormatError(
                 f"the encoder makes {dim}-d embeddings but {self.index_dir} holds "
                 f"{m.embed_dim}-d ones (checkpoint {m.checkpoint_path}); use the model that "
                 "built the index"
             )
         self.encoder = encoder
+        self._embeddings: np.ndarray | None = None
         # Torch already uses every core per call; serialising calls from server threads
         # avoids oversubscription and keeps encoders that are not thread-safe correct.
         self._lock = threading.Lock()
@@ -94,7 +94,7 @@ class Searcher:
         m = self.manifest
         ckpt = m.checkpoint_path
         if ckpt is None:
-            raise ValueError(
+            raise SearchError(
                 f"{self.index_dir} records no checkpoint path; pass the encoder that built it "
                 "(Searcher(index_dir, encoder=...), or --checkpoint on the command line)"
             )
@@ -119,25 +119,74 @@ class Searcher:
         """Number of indexed images."""
         return len(self.paths)
 
-    def _check_k(self, k: Any) -> int:
-        if isinstance(k, bool) or not isinstance(k, int | np.integer):
-            raise TypeError(f"k must be an integer, got {k!r}")
-        if not 1 <= k <= self.count:
-            raise ValueError(f"k must be between 1 and {self.count} (the gallery size), got {k}")
-        return int(k)
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The stored image embeddings ``[N, D]`` (memory-mapped on first use)."""
+        if self._embeddings is None:
+            emb = np.load(self.index_dir / EMBEDDINGS, mmap_mode="r")
+            if emb.shape != (self.count, self.manifest.embed_dim):
+                raise IndexFormatError(
+                    f"{self.index_dir / EMBEDDINGS} has shape {emb.shape}, expected "
+                    f"({self.count}, {self.manifest.embed_dim}); rebuild the index"
+                )
+            self._embeddings = emb
+        return self._embeddings
+
+    def _check_k(self, k: Any, extra: int = 0) -> int:
+        return check_k(k, self.count - extra)
+
+    def ignored_words(self, text: str) -> list[str]:
+        """Words of ``text`` the model does not know (they are ignored); raises
+        :class:`~textreid.search.errors.UnknownWordsError` when it knows none of them."""
+        return ignored_words(self.encoder, text)
 
     def search(self, texts: str | list[str], k: int = 10) -> list[list[Hit]]:
-        """Top-``k`` images for each text, best first (one list per text)."""
-        queries = [texts] if isinstance(texts, str) else list(texts)
-        if not queries:
-            raise ValueError("no queries given")
-        for i, t in enumerate(queries):
-            if not isinstance(t, str) or not t.strip():
-                raise ValueError(f"query {i + 1} is empty: describe the person to search for")
+        """Top-``k`` images for each text, best first (one list per text).
+
+        Refused: empty queries, and queries none of whose words the model knows.
+        """
+        queries = check_queries(texts)
         k = self._check_k(k)
+        for q in queries:
+            self.ignored_words(q)
         with self._lock:
             q = self.encoder.encode_text(queries)
         return self.search_embeddings(q, k)
+
+    def image_position(self, path: str | Path) -> int | None:
+        """Position of an image file in the index (after resolving links), or None."""
+        real = os.path.realpath(path)
+        if not hasattr(self, "_positions"):
+            self._positions = {os.path.realpath(p): i for i, p in enumerate(self.paths)}
+        return self._positions.get(real)
+
+    def similar(self, i: Any, k: int = 10) -> list[Hit]:
+        """The ``k`` gallery images most like image ``i`` of the index (by its stored embedding).
+
+        Image ``i`` itself is left out of the results, so rank 1 is the closest *other* image.
+        """
+        if isinstance(i, bool) or not hasattr(i, "__index__"):
+            raise TypeError(f"the image position must be an integer, got {i!r}")
+        if not 0 <= int(i) < self.count:
+            raise QueryError(f"no image {i}: the index holds images 0..{self.count - 1}")
+        i = int(i)
+        k = self._check_k(k, extra=1)
+        hits = self.search_embeddings(np.asarray(self.embeddings[i]), min(k + 1, self.count))[0]
+        others = [h for h in hits if h.index != i][:k]
+        return [Hit(path=h.path, score=h.score, rank=r + 1, index=h.index) for r, h in enumerate(others)]
+
+    def search_image(self, image: str | Path, k: int = 10) -> list[Hit]:
+        """Images most like an image file: an indexed one by its stored embedding (itself left
+        out), any other one embedded with the index's model."""
+        i = self.image_position(image)
+        if i is not None:
+            return self.similar(i, k)
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"image not found: {image}")
+        k = self._check_k(k)
+        with self._lock:
+            q = self.encoder.encode_images([str(image)])
+        return self.search_embeddings(q, k)[0]
 
     def search_embeddings(self, q: Any, k: int = 10) -> list[list[Hit]]:
         """Top-``k`` images for precomputed query embeddings ``[N, D]`` (or ``[D]``).
@@ -164,14 +213,21 @@ class Searcher:
         scores, ids = search_index(self.index, q, k)  # [N, k], [N, k]
         results = []
         for srow, irow in zip(scores, ids, strict=True):
-            hits = [
-                Hit(path=self.paths[i], score=float(s), rank=r + 1, index=int(i))
-                for r, (s, i) in enumerate(
-                    (s, i) for s, i in zip(srow, irow, strict=True) if i >= 0
-                )
-            ]
-            results.append(hits)
+            ranked = [(float(s), int(i)) for s, i in zip(srow, irow, strict=True) if i >= 0]
+            results.append(
+                [Hit(path=self.paths[i], score=s, rank=r + 1, index=i) for r, (s, i) in enumerate(ranked)]
+            )
         return results
+
+    def image_file(self, i: int) -> Path:
+        """The file of indexed image ``i``, checked again to lie inside the index root now
+        (a link swapped since loading is refused); ``QueryError`` / ``FileNotFoundError``."""
+        if not 0 <= i < self.count:
+            raise QueryError(f"no image {i}: the index holds images 0..{self.count - 1}")
+        real = os.path.realpath(self.paths[i])
+        if not real.startswith(self.real_root.rstrip(os.sep) + os.sep):
+            raise QueryError(f"image {i} now leads outside the index root; not served")
+        return Path(real)
 
 
 def results_as_json(
@@ -179,20 +235,12 @@ def results_as_json(
 ) -> list[dict[str, Any]]:
     """JSON-ready form of search results (the shape of the web API, one entry per query).
 
-    ``[{"query", "k", "results": [{"rank", "score", "path"}]}]``; paths are made relative to
-    ``root`` (e.g. ``searcher.manifest.root``) when given, else left absolute.
+    ``[{"query", "k", "results": [hit_json(...)]}]``; paths are made relative to ``root``
+    (e.g. ``searcher.manifest.root``) when given, else left absolute.
     """
     if len(queries) != len(results):
         raise ValueError(f"{len(queries)} queries but {len(results)} result lists")
-    out = []
-    for q, hits in zip(queries, results, strict=True):
-        rows = [
-            {
-                "rank": h.rank,
-                "score": round(h.score, 6),
-                "path": Path(os.path.relpath(h.path, root)).as_posix() if root else h.path,
-            }
-            for h in hits
-        ]
-        out.append({"query": q, "k": len(hits), "results": rows})
-    return out
+    return [
+        {"query": q, "k": len(hits), "results": [hit_json(h, root) for h in hits]}
+        for q, hits in zip(queries, results, strict=True)
+    ]
