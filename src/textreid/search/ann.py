@@ -17,6 +17,8 @@ import faiss
 import numpy as np
 from faiss.contrib.ivf_tools import add_preassigned
 
+from textreid.embeddings import normalise
+
 log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
@@ -26,12 +28,6 @@ AUTO_FLAT_MAX = 50_000
 # Recall@10 that the automatic nprobe / efSearch choice aims for on a sample of the gallery.
 RECALL_TARGET = 0.97
 
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` scaled to unit L2 norm (float32, contiguous)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)  # [N, D]
-    norms = np.linalg.norm(x, axis=1, keepdims=True)  # [N, 1]
-    return x / np.maximum(norms, 1e-12)
 
 
 class _SampleRecall:

@@ -6,8 +6,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from textreid.data.images import DECODE_ERRORS, decode_image
 from textreid.search.errors import SearchError
 from textreid.search.store import IMAGE_EXTENSIONS
 
@@ -65,21 +66,14 @@ def collect_images(images: str | Path | Sequence[str | Path]) -> tuple[Path, lis
 
 
 def load_image(path: Path) -> Image.Image | str:
-    """Decode an image fully to RGB, or return why it cannot be used."""
+    """Decode an image fully to RGB (``data.images.decode_image``), or return why it cannot be used."""
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
-        with Image.open(path) as im:
-            # A truncated file must count as corrupt even if another module relaxed PIL.
-            relaxed, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-            try:
-                im.load()
-            finally:
-                ImageFile.LOAD_TRUNCATED_IMAGES = relaxed
-            return im.convert("RGB")
+        return decode_image(path)
     except UnidentifiedImageError:
         return "not an image (PIL cannot identify the file format)"
     except Image.DecompressionBombError as e:
         return f"image too large: {e}"
-    except (OSError, SyntaxError, ValueError) as e:
+    except DECODE_ERRORS as e:
         return f"corrupt or truncated image: {e}"

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from tqdm import tqdm
 
+from textreid.embeddings import normalise
 from textreid.search.ann import (
     AUTO_FLAT_MAX,
     INDEX_TYPES,
@@ -26,7 +27,6 @@ from textreid.search.ann import (
     apply_search_params,
     build_faiss_index,
     exact_topk,
-    normalise,
     search_index,
     spherical_kmeans,
 )
@@ -55,7 +55,7 @@ __all__ = [
     "IMAGE_EXTENSIONS", "INDEX_TYPES", "MANIFEST", "PATHS", "RECALL_TARGET", "EncoderProtocol",
     "IndexData", "Manifest", "apply_search_params", "build_faiss_index", "build_index",
     "check_output_dir", "checked_paths", "collect_images", "exact_topk", "load_image",
-    "merge_shards", "normalise", "rank_world_from_env", "read_index_dir", "search_index",
+    "merge_shards", "rank_world_from_env", "read_index_dir", "search_index",
     "sha256_file", "shard_dir_name", "spherical_kmeans",
 ]  # fmt: skip
 
