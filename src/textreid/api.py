@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from PIL import Image
 
+from textreid.data.images import decode_image
+from textreid.embeddings import normalise
 from textreid.models.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -125,7 +126,7 @@ class Encoder:
                 tokens = self.tokenizer(texts[start : start + batch_size])
                 tokens = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in tokens.items()}
                 emb = self.model.embed_texts(tokens)  # [b, D]
-                out.append(F.normalize(emb.float(), dim=1))
+                out.append(normalise(emb))
             if not out:
                 return torch.empty(0, self.embed_dim, device=self.device)
             return torch.cat(out)  # [N, D]
@@ -141,8 +142,7 @@ class Encoder:
             path = Path(image)
             if not path.is_file():
                 raise FileNotFoundError(f"image not found: {path}")
-            with Image.open(path) as im:
-                image = im.convert("RGB")
+            image = decode_image(path)
         elif isinstance(image, Image.Image):
             image = image.convert("RGB")
         else:
@@ -166,7 +166,7 @@ class Encoder:
                 batch = torch.stack([self._image_tensor(im) for im in images[start : start + batch_size]])
                 batch = batch.to(self.device, self.dtype)  # [b, 3, H, W]
                 emb = self.model.embed_images(batch)  # [b, D]
-                out.append(F.normalize(emb.float(), dim=1))
+                out.append(normalise(emb))
             if not out:
                 return torch.empty(0, self.embed_dim, device=self.device)
             return torch.cat(out)  # [N, D]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from textreid.data.images import DECODE_ERRORS, decode_image
 from textreid.fileio import atomic_write_text
 from textreid.search.searcher import Hit
 
@@ -40,14 +41,13 @@ figcaption { overflow-wrap: anywhere; }
 def thumbnail_data_uri(path: str | Path, height: int = THUMB_HEIGHT) -> str | None:
     """A JPEG data URI of the image downscaled to ``height`` pixels, or None if unreadable."""
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w = max(1, round(im.width * height / im.height))
-            if im.height > height:
-                im = im.resize((w, height), Image.Resampling.BILINEAR)
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=85)
-    except (OSError, ValueError, Image.DecompressionBombError):
+        im = decode_image(path)
+        w = max(1, round(im.width * height / im.height))
+        if im.height > height:
+            im = im.resize((w, height), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=85)
+    except DECODE_ERRORS:
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 

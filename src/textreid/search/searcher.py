@@ -12,6 +12,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from textreid.embeddings import normalise
 from textreid.search.ann import apply_search_params, search_index
 from textreid.search.errors import IndexFormatError, QueryError, SearchError
 from textreid.search.index import EncoderProtocol
@@ -209,7 +210,7 @@ class Searcher:
         norms = np.linalg.norm(q, axis=1, keepdims=True)  # [N, 1]
         if not np.all(np.isfinite(q)) or np.any(norms == 0):
             raise ValueError("query embeddings must be finite and non-zero")
-        q = np.ascontiguousarray(q / norms)  # [N, D]
+        q = np.ascontiguousarray(normalise(q))  # [N, D]
         scores, ids = search_index(self.index, q, k)  # [N, k], [N, k]
         results = []
         for srow, irow in zip(scores, ids, strict=True):
