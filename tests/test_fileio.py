@@ -8,13 +8,18 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from textreid import fileio
-from textreid.fileio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from textreid.fileio import (
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_json,
+    remove_stale_temporaries,
+)
 
 
 def _mode(path: Path) -> int:
@@ -36,8 +41,17 @@ def test_written_files_follow_the_umask(tmp_path: Path, umask: int, expected: in
     assert _mode(tmp_path / "plain") == 0o666 & ~old
 
 
+def _our_host() -> str:
+    """The host part of this machine's temporary names, read off a real write in progress."""
+    folder = Path(tempfile.mkdtemp())
+    with atomic_open(folder / "probe", "wb"):
+        (temp,) = [p.name for p in folder.iterdir()]
+    # .probe.textreid-<host>.<pid>.<random>.tmp; the host part holds letters, digits and '-' only
+    return temp.split(".")[2].removeprefix("textreid-")
+
+
 def _temp_name(target: str, pid: int, host: str | None = None) -> str:
-    host = fileio._host() if host is None else host
+    host = _our_host() if host is None else host
     return f".{target}.textreid-{host}.{pid}.abc123_x.tmp"
 
 
@@ -71,7 +85,7 @@ def test_sweep_only_once_per_folder_and_only_ours(tmp_path: Path) -> None:
     stale.write_bytes(b"")
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert remove_stale_temporaries(tmp_path) == []
-    assert fileio._host() == "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40]
+    assert _our_host() == "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40]
 
 
 def test_a_failed_write_names_the_path_and_leaves_the_old_file(tmp_path: Path, monkeypatch) -> None:
@@ -81,7 +95,7 @@ def test_a_failed_write_names_the_path_and_leaves_the_old_file(tmp_path: Path, m
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(fileio.os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", full)  # fileio calls os.fsync
     with pytest.raises(OSError) as info:
         atomic_write_bytes(target, b"new contents")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
