@@ -56,6 +56,30 @@ def _norm(p: str | Path) -> str:
     return os.path.normcase(os.path.abspath(p))
 
 
+def _figure(h: Hit, thumbs: dict[str, str | None], truth: set[str] | None) -> str:
+    """One hit: thumbnail (cached per path in ``thumbs``), rank, score, name; marked against
+    ``truth`` when given."""
+    if h.path not in thumbs:
+        thumbs[h.path] = thumbnail_data_uri(h.path)
+    uri = thumbs[h.path]
+    name = html.escape(os.path.basename(h.path))
+    cls, mark = "", ""
+    if truth is not None:
+        ok = _norm(h.path) in truth
+        cls = " correct" if ok else " incorrect"
+        mark = (
+            '<span class="mark" title="correct">&#10003;</span> '
+            if ok
+            else '<span class="mark" title="incorrect">&#10007;</span> '
+        )
+    img = f'<img src="{uri}" alt="{name}">' if uri else '<div class="missing">unreadable</div>'
+    return (
+        f'<figure class="hit{cls}" title="{html.escape(h.path)}">{img}'
+        f"<figcaption>{mark}#{h.rank} &middot; {h.score:.3f}<br>"
+        f'<span class="name">{name}</span></figcaption></figure>'
+    )
+
+
 def render_results(
     queries: Sequence[str],
     results: Sequence[Sequence[Hit]],
@@ -94,30 +118,7 @@ def render_results(
                 f"{len(truth)} correct image(s) in the gallery</p>"
             )
         parts.append('<div class="grid">')
-        for h in hits:
-            if h.path not in thumbs:
-                thumbs[h.path] = thumbnail_data_uri(h.path)
-            uri = thumbs[h.path]
-            name = html.escape(os.path.basename(h.path))
-            cls, mark = "", ""
-            if truth is not None:
-                ok = _norm(h.path) in truth
-                cls = " correct" if ok else " incorrect"
-                mark = (
-                    '<span class="mark" title="correct">&#10003;</span> '
-                    if ok
-                    else '<span class="mark" title="incorrect">&#10007;</span> '
-                )
-            img = (
-                f'<img src="{uri}" alt="{name}">'
-                if uri
-                else '<div class="missing">unreadable</div>'
-            )
-            parts.append(
-                f'<figure class="hit{cls}" title="{html.escape(h.path)}">{img}'
-                f"<figcaption>{mark}#{h.rank} &middot; {h.score:.3f}<br>"
-                f'<span class="name">{name}</span></figcaption></figure>'
-            )
+        parts.extend(_figure(h, thumbs, truth) for h in hits)
         parts.append("</div></section>")
     parts.append("</body></html>")
     return atomic_write_text(out_html, "\n".join(parts))

@@ -242,6 +242,24 @@ def _embed(
 # ----------------------------------------------------------------------------- building
 
 
+def _rows(
+    plan: _Plan, new: dict[Path, np.ndarray], dim: int | None, allow_empty: bool
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(relative paths, embeddings [N, D], file stats [N, 2]) of the kept images, in order."""
+    kept = [p for p in plan.files if p in plan.reused or p in new]
+    if not kept and not allow_empty:
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in plan.skipped[:3])
+        raise SearchError(f"no usable images under {plan.root} ({len(plan.skipped)} skipped: {reasons})")
+    if dim is None:  # nothing embedded; rows (if any) reused from an encoder without embed_dim
+        dim = int(next(iter(plan.reused.values())).shape[0]) if kept else 0
+    emb = np.empty((len(kept), dim), dtype=np.float32)  # [N, D]
+    for i, p in enumerate(kept):
+        emb[i] = plan.reused[p] if p in plan.reused else new[p]
+    rel = [p.relative_to(plan.root).as_posix() for p in kept]
+    stats = np.array([plan.stats[p] for p in kept], dtype=np.int64).reshape(-1, 2)
+    return rel, emb, stats
+
+
 def _checkpoint_sha(encoder: Any, checkpoint_path: str | Path | None) -> tuple[str | None, str | None]:
     """(absolute checkpoint path, its sha256), or (None, None) when there is none."""
     ckpt = checkpoint_path if checkpoint_path is not None else getattr(encoder, "checkpoint_path", None)
@@ -305,22 +323,12 @@ def build_index(
     plan = _plan(root, files, table)
     new, dim = _embed(encoder, plan, batch_size, dim, progress)
 
-    kept = [p for p in files if p in plan.reused or p in new]
-    if not kept and not sharded:
-        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in plan.skipped[:3])
-        raise SearchError(f"no usable images under {root} ({len(plan.skipped)} skipped: {reasons})")
-    if dim is None:  # nothing embedded; rows (if any) reused from an encoder without embed_dim
-        dim = int(next(iter(plan.reused.values())).shape[0]) if kept else 0
-    emb = np.empty((len(kept), dim), dtype=np.float32)  # [N, D]
-    for i, p in enumerate(kept):
-        emb[i] = plan.reused[p] if p in plan.reused else new[p]
-    rel = [p.relative_to(root).as_posix() for p in kept]
-    file_stats = np.array([plan.stats[p] for p in kept], dtype=np.int64).reshape(-1, 2)
+    rel, emb, file_stats = _rows(plan, new, dim, allow_empty=sharded)
 
     index, info = (None, {"type": "none"}) if sharded else build_faiss_index(emb, index_type)
     plan.skipped.sort(key=lambda s: s["path"])
     manifest = Manifest(
-        checkpoint_path=ckpt, checkpoint_sha256=sha, embed_dim=int(dim), count=len(kept),
+        checkpoint_path=ckpt, checkpoint_sha256=sha, embed_dim=int(emb.shape[1]), count=len(rel),
         root=str(root), index=info, skipped={"count": len(plan.skipped), "images": plan.skipped},
         build={
             "embedded": len(new),
@@ -332,7 +340,7 @@ def build_index(
     )  # fmt: skip
     write_dir_atomically(target, lambda d: write_index_files(d, manifest, rel, emb, file_stats, index))
     log.info("indexed %d images into %s (%d embedded, %d reused, %d skipped)",
-             len(kept), target, len(new), len(plan.reused), len(plan.skipped))  # fmt: skip
+             len(rel), target, len(new), len(plan.reused), len(plan.skipped))  # fmt: skip
     return manifest
 
 

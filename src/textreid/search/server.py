@@ -86,25 +86,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(400, str(exc))
 
 
-def create_app(
-    searcher: Searcher, *, max_query_chars: int = 500, max_k: int = 100,
-    max_in_flight: int = MAX_IN_FLIGHT,
-) -> FastAPI:  # fmt: skip
-    """The ASGI application: page, API and images of one :class:`Searcher`."""
-    if max_query_chars < 1 or max_k < 1:
-        raise ValueError("max_query_chars and max_k must be >= 1")
-    app = FastAPI(
-        title="textreid search",
-        description="Describe a person, find them in the indexed gallery.",
-        version="1",
-    )
+def _add_page_routes(app: FastAPI) -> None:
+    """The search page and its script (served from the package, so CSP can forbid inline code)."""
     page = resources.files("textreid.search").joinpath("static/index.html").read_bytes()
     script = resources.files("textreid.search").joinpath("static/app.js").read_bytes()
-    limit = min(max_k, searcher.count)
-
-    def results(hits: list[Hit]) -> list[dict[str, Any]]:
-        root = searcher.manifest.root
-        return [hit_json(h, root, url=f"/image/{h.index}") for h in hits]
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     def index_page() -> Response:
@@ -113,6 +98,14 @@ def create_app(
     @app.api_route("/static/app.js", methods=["GET", "HEAD"], include_in_schema=False)
     def app_js() -> Response:
         return Response(script, media_type="text/javascript; charset=utf-8")
+
+
+def _add_api_routes(app: FastAPI, searcher: Searcher, limit: int, max_query_chars: int) -> None:
+    """The JSON API; ``limit`` is the largest k."""
+
+    def results(hits: list[Hit]) -> list[dict[str, Any]]:
+        root = searcher.manifest.root
+        return [hit_json(h, root, url=f"/image/{h.index}") for h in hits]
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
@@ -154,6 +147,10 @@ def create_app(
         hits = searcher.similar(pos, k=kk)
         return {"i": pos, "path": searcher.relative_paths[pos], "k": kk, "results": results(hits)}
 
+
+def _add_image_route(app: FastAPI, searcher: Searcher) -> None:
+    """``/image/<i>``: indexed images by position only, each re-checked to lie inside the root."""
+
     @app.api_route("/image/{i:int}", methods=["GET", "HEAD"], include_in_schema=False)
     def image(i: int) -> Response:
         try:
@@ -165,6 +162,22 @@ def create_app(
         ctype = _IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
         return FileResponse(path, media_type=ctype, headers={"Cache-Control": "max-age=3600"})
 
+
+def create_app(
+    searcher: Searcher, *, max_query_chars: int = 500, max_k: int = 100,
+    max_in_flight: int = MAX_IN_FLIGHT,
+) -> FastAPI:  # fmt: skip
+    """The ASGI application: page, API and images of one :class:`Searcher`."""
+    if max_query_chars < 1 or max_k < 1:
+        raise ValueError("max_query_chars and max_k must be >= 1")
+    app = FastAPI(
+        title="textreid search",
+        description="Describe a person, find them in the indexed gallery.",
+        version="1",
+    )
+    _add_page_routes(app)
+    _add_api_routes(app, searcher, min(max_k, searcher.count), max_query_chars)
+    _add_image_route(app, searcher)
     _add_error_handlers(app)
     app.add_middleware(Guard, max_in_flight=max_in_flight)
     return app
