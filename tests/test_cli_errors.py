@@ -51,6 +51,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     (["SOLVER.BASE_LR", "-1e-4"], ["SOLVER.BASE_LR", "-0.0001"]),
     (["DATALOADER.NUM_WORKERS", "-2"], ["DATALOADER.NUM_WORKERS", "-2"]),
     (["SOLVER.OPTIMIZER", "adamm"], ["SOLVER.OPTIMIZER", "adamm", "Adam, AdamW, SGD"]),
+    (["SOLVER.LRSCHEDULER", "Cosine"], ["SOLVER.LRSCHEDULER", "Cosine", "step, cosine"]),  # read case-sensitively
     (["SOLVER.BASE_LRR", "1"], ["SOLVER.BASE_LRR", "SOLVER.BASE_LR"]),  # unknown key: the nearest
 ])
 def test_bad_config_refused_before_any_data_is_read(tmp_path: Path, capsys, override, culprits) -> None:

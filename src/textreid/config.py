@@ -387,7 +387,7 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-_CHOICES = {  # key -> valid values (compared case-insensitively)
+_CHOICES = {  # key -> valid values (exact spelling; SOLVER.OPTIMIZER in any case, as build_optimizer reads it)
     "solver.optimizer": ("Adam", "AdamW", "SGD"),
     "solver.lrscheduler": ("step", "cosine"),
     "solver.warmup_method": ("linear", "constant"),
@@ -462,7 +462,9 @@ def config_problems(cfg: Config, *, training: bool = True, world_size: int = 1) 
             problems.append(f"{key.upper()} = {value!r}: expected {expected}")
     for key, choices in _CHOICES.items():
         value = _value(cfg, key)
-        if (training or key == "solver.amp") and str(value).lower() not in {c.lower() for c in choices}:
+        valid = {c.lower() for c in choices} if key == "solver.optimizer" else set(choices)
+        spelled = str(value).lower() if key == "solver.optimizer" else value
+        if (training or key == "solver.amp") and spelled not in valid:
             problems.append(f"{key.upper()} = {value!r}: expected one of {', '.join(choices)}")
     return problems + (_training_problems(cfg, world_size) if training and not problems else [])
 
