@@ -17,6 +17,7 @@ from textreid.config import Config, load_config
 from textreid.engine.optim import build_optimizer
 from textreid.engine.runtime import autocast
 from textreid.models.build import build_model
+from textreid.models.recipes import FRESH_MODULES, build_criterion
 
 VOCAB = 10000  # random word table rows for the BiGRU configs
 NUM_CLASSES = 11003  # CUHK-PEDES training identities
@@ -64,6 +65,7 @@ class Setup:
     device: torch.device
     amp: str
     channels_last: bool
+    criterion: torch.nn.Module
 
 
 def build_setup(cfg: Config, device: str | torch.device, amp: str = "off", channels_last: bool | None = None,
@@ -86,8 +88,9 @@ def build_setup(cfg: Config, device: str | torch.device, amp: str = "off", chann
         model = model.to(memory_format=torch.channels_last)
     s = cfg.solver
     opt = build_optimizer(model, name=s.optimizer, base_lr=s.base_lr, weight_decay=s.weight_decay,
-                          bias_lr_factor=s.bias_lr_factor, weight_decay_bias=s.weight_decay_bias)
-    return Setup(cfg, model, opt, dev, amp, channels_last)
+                          bias_lr_factor=s.bias_lr_factor, weight_decay_bias=s.weight_decay_bias, eps=s.adam_eps,
+                          fresh_prefixes=FRESH_MODULES, fresh_lr_factor=s.lr_factor)
+    return Setup(cfg, model, opt, dev, amp, channels_last, build_criterion(cfg))
 
 
 def fixed_batches(setup: Setup, batch: int, count: int = 2, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -104,7 +107,7 @@ def fixed_batches(setup: Setup, batch: int, count: int = 2, seed: int = 0) -> li
 def train_step(setup: Setup, batch: dict[str, torch.Tensor]) -> float:
     """Forward + backward + optimiser step as the trainer does; returns the summed loss."""
     with autocast(setup.device, setup.amp):
-        losses = setup.model(batch)
+        losses = setup.criterion(setup.model(batch), batch)
     loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
     setup.optimizer.zero_grad(set_to_none=True)
     loss.backward()

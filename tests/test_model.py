@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 from textreid import losses
 from textreid.config import Config
+from textreid.criterion import TextReIDCriterion
 from textreid.models.build import TEXT_TOWERS, build_model, tokenizer_kind
+from textreid.models.recipes import build_criterion
 from textreid.models.gru import BiGRUTower
 from textreid.models.text_transformer import ClipTextTower
 from textreid.models.textreid import TextReID
@@ -64,11 +66,16 @@ def test_layers_and_init() -> None:
     assert model.embed_dim == 8 and model.num_classes == 3
 
 
+def _weights(**kw: float) -> dict[str, float]:
+    return {"instance": 1.0, "global_align": 1.0, "infonce": 1.0, **kw}
+
+
 def test_simple_head_losses_match_loss_functions() -> None:
-    model = _model(loss_weights={"global_align": 0.5, "sdm": 2.0})
+    model = _model()
+    criterion = TextReIDCriterion(_weights(global_align=0.5, sdm=2.0))
     model.train()
     batch = _batch()
-    out = model(batch)
+    out = criterion(model(batch), batch)
     assert set(out) == {"instance_loss", "global_align_loss", "sdm_loss"}  # itc weight 0: omitted
     ids = batch["person_ids"]
     # BatchNorm in train mode uses batch statistics: recompute the embeddings in train mode
@@ -94,7 +101,7 @@ def test_unknown_names_raise() -> None:
     with pytest.raises(ValueError, match="valid: simple, moco"):
         _model(head="clip")
     with pytest.raises(ValueError, match="unknown loss weight"):
-        _model(loss_weights={"triplet": 1.0})
+        TextReIDCriterion({"triplet": 1.0})
 
 
 def _naive_infonce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, queue_ids: list[int], batch_ids: list[int], t: float) -> torch.Tensor:
@@ -123,7 +130,7 @@ def test_moco_step(fc: bool) -> None:
     before = copy.deepcopy(model)
     batch = _batch(ids=[0, 0, 1, 2])
     model.train()
-    out = model(batch)
+    out = TextReIDCriterion(_weights())(model(batch), batch)
     assert set(out) == {"instance_loss", "global_align_loss", "infonce_loss"}
 
     # independent expectation: momentum-updated keys, naive filtered InfoNCE
@@ -212,12 +219,14 @@ def _tiny_cfg(head: str = "moco", text: str = "bigru", onehot: str = "clip_vit")
 
 def test_build_model_from_config() -> None:
     table = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
-    model = build_model(_tiny_cfg(), num_classes=5, vocab_size=20, word_table=table)
+    cfg = _tiny_cfg()
+    model, criterion = build_model(cfg, num_classes=5, vocab_size=20, word_table=table), build_criterion(cfg)
     assert model.head == "moco" and model.queue.image_queue.shape == (8, 12)
     assert model.visual.grid == (4, 2) and model.visual.out_dim == 16
     assert model.textual.embed is None and torch.equal(model.textual.word_table, torch.from_numpy(table))
-    assert model.projection.shape == (12, 5) and model.loss_weights["sdm"] == 0.5
-    out = model.train()({**_batch(), "images": torch.randn(4, 3, 64, 32)})
+    assert model.projection.shape == (12, 5) and criterion.weights["sdm"] == 0.5
+    batch = {**_batch(), "images": torch.randn(4, 3, 64, 32)}
+    out = criterion(model.train()(batch), batch)
     assert set(out) == {"instance_loss", "global_align_loss", "infonce_loss", "sdm_loss"}
     assert tokenizer_kind(_tiny_cfg()) == "words"
 

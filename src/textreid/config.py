@@ -100,6 +100,26 @@ class LossConfig:
     sdm: float = 0.0  # similarity distribution matching (IRRA)
     itc: float = 0.0  # CLIP-style in-batch contrastive loss
     sdm_temperature: float = 0.02  # SDM / ITC logit temperature
+    id: float = 0.0  # IRRA's identity loss (linear classifier, mean of the two cross-entropies)
+    mlm: float = 0.0  # IRRA's implicit relation reasoning (masked-token prediction through the image)
+    tal: float = 0.0  # RDE's triplet alignment loss on the global embeddings
+    tse: float = 0.0  # RDE's triplet alignment loss on the token-selection embeddings
+
+
+@dataclass
+class IRRAConfig:
+    cmt_depth: int = 4  # layers of the cross-modal transformer (training only)
+    mask_prob: float = 0.15  # share of caption tokens to predict; of those 80% masked, 10% random, 10% kept
+
+
+@dataclass
+class RDEConfig:
+    select_ratio: float = 0.3  # share of tokens the token-selection branch keeps (by class/EOT attention)
+    tse_dim: int = 1024  # width of the token-selection embedding
+    tau: float = 0.015  # triplet alignment loss temperature
+    margin: float = 0.1  # triplet alignment loss margin
+    retrieval_weight: float = 0.5  # test-time similarity = (1 - w) global + w token-selection
+    text_aug: bool = True  # perturb training captions: 20% of tokens masked / replaced / deleted
 
 
 @dataclass
@@ -112,6 +132,7 @@ class ModelConfig:
     weight: str = "imagenet"  # authors' key; "imagenet"/"clip" mean "load MODEL.PRETRAINED"
     pretrained: str = ""  # local CLIP/ImageNet checkpoint file; "" = random initialisation
     reinit_linear: bool = False  # reproduce the authors' defect: re-init every nn.Linear after loading
+    recipe: str = "textreid"  # training recipe: "textreid" (the paper), "irra" or "rde"
     gru: GRUConfig = field(default_factory=GRUConfig)
     resnet: ResNetConfig = field(default_factory=ResNetConfig)
     vit: ViTConfig = field(default_factory=ViTConfig)
@@ -119,6 +140,8 @@ class ModelConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     moco: MocoConfig = field(default_factory=MocoConfig)
     losses: LossConfig = field(default_factory=LossConfig)
+    irra: IRRAConfig = field(default_factory=IRRAConfig)
+    rde: RDEConfig = field(default_factory=RDEConfig)
 
 
 # --------------------------------------------------------------------------- data
@@ -140,6 +163,21 @@ class DatasetsConfig:
     use_onehot: bool = True  # authors' layout: use the shipped `onehot` word ids
     dir: str = ""  # dataset folder; "" = <root>/datasets/<dataset folder name>
     annotations: str = ""  # custom layout: JSONL/CSV file of (image path, person id, caption)
+    noise_file: str = ""  # RDE's noise index .npy: training record i gets the caption of record file[i]
+    noise_rate: float = 0.0  # else: shuffle this share of training captions among themselves ...
+    noise_seed: int = 0  # ... with this seed
+
+
+@dataclass
+class DivisionConfig:
+    enabled: bool = False  # RDE's consensus clean-pair division before every epoch (any model)
+    start_epoch: int = 0  # epochs trained on every pair before the first division
+    tau: float = 0.015  # per-pair triplet alignment loss used to rank pairs (as RDE's)
+    margin: float = 0.1
+    gmm_max_iter: int = 10  # two-component GaussianMixture on the min-max scaled losses
+    gmm_tol: float = 0.01
+    gmm_reg_covar: float = 0.0005
+    batch_size: int = 0  # pairs per loss batch; 0 = SOLVER.IMS_PER_BATCH
 
 
 @dataclass
@@ -161,6 +199,8 @@ class SolverConfig:
     weight_decay_bias: float = 0.0  # ... and this weight decay
     adam_alpha: float = 0.9  # Adam beta1 (authors' name)
     adam_beta: float = 0.999  # Adam beta2
+    adam_eps: float = 1e-8  # Adam/AdamW epsilon (IRRA and RDE: 1e-3)
+    lr_factor: float = 1.0  # lr multiplier of the recipe's freshly initialised modules (IRRA/RDE: 5)
     sgd_momentum: float = 0.9
     lrscheduler: str = "step"  # "step" or "cosine"
     warmup_factor: float = 0.1  # lr starts at this times base_lr ...
@@ -198,6 +238,7 @@ class Config:
     dataloader: DataloaderConfig = field(default_factory=DataloaderConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     test: TestConfig = field(default_factory=TestConfig)
+    division: DivisionConfig = field(default_factory=DivisionConfig)
 
 
 # --------------------------------------------------------------------------- loading

@@ -154,3 +154,36 @@ def itc_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, temperature:
     logits = F.normalize(image_embeds, dim=1) @ F.normalize(text_embeds, dim=1).t() / temperature  # [B, B]
     target = torch.arange(logits.shape[0], device=logits.device)  # [B]
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+@_float32
+def id_loss(image_logits: torch.Tensor, text_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """IRRA's identity loss: the mean of the two modalities' cross-entropies over ``[B, C]`` logits."""
+    return (F.cross_entropy(image_logits, labels) + F.cross_entropy(text_logits, labels)) / 2
+
+
+@_float32
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """IRRA's masked-token loss: cross-entropy of ``[M, V]`` logits, label 0 = not predicted (ignored)."""
+    return F.cross_entropy(logits, labels, ignore_index=0)
+
+
+@_float32
+def tal_per_pair(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, labels: torch.Tensor, tau: float = 0.015, margin: float = 0.1
+) -> torch.Tensor:
+    """RDE's triplet alignment loss of every pair ``[B]`` (caption i with image i), both directions.
+
+    For a query row of the cosine matrix S (text x image, and its transpose): the positive is the
+    softmax(S/tau)-weighted mean of the same-id similarities (weights detached), the negative the
+    tau-smoothed maximum ``tau * log sum_neg exp(S/tau)``; loss = max(0, margin + negative - positive).
+    """
+    sim = F.normalize(text_embeds, dim=1) @ F.normalize(image_embeds, dim=1).t()  # [B, B]
+    pos = _same_id(labels)  # [B, B]
+
+    def direction(s: torch.Tensor) -> torch.Tensor:
+        alpha = torch.softmax((s / tau).masked_fill(~pos, float("-inf")), dim=1).detach()  # [B, B]
+        hardest = tau * torch.logsumexp((s / tau).masked_fill(pos, float("-inf")), dim=1)  # [B]
+        return (margin + hardest - (alpha * s).sum(dim=1)).clamp(min=0)
+
+    return direction(sim) + direction(sim.t())

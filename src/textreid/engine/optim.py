@@ -10,35 +10,48 @@ from torch import nn
 
 
 def param_groups(model: nn.Module, *, base_lr: float, weight_decay: float, bias_lr_factor: float = 2.0,
-                 weight_decay_bias: float = 0.0) -> list[dict]:
-    """Two groups: weights (lr, weight decay) and biases (``bias_lr_factor``·lr, ``weight_decay_bias``).
+                 weight_decay_bias: float = 0.0, fresh_prefixes: tuple[str, ...] = (),
+                 fresh_lr_factor: float = 1.0) -> list[dict]:
+    """Weights (lr, weight decay) and biases (``bias_lr_factor``·lr, ``weight_decay_bias``).
 
-    Frozen parameters (``requires_grad=False``: momentum key encoders, word tables) are left out.
+    With ``fresh_lr_factor != 1``, parameters whose names start with one of ``fresh_prefixes`` (modules
+    a recipe initialises from scratch, e.g. IRRA's cross-modal transformer and classifier) form two
+    more groups at ``fresh_lr_factor``·lr, as IRRA's and RDE's ``lr_factor``. Frozen parameters
+    (``requires_grad=False``: momentum key encoders, word tables) are left out.
     """
-    weights, biases = [], []
+    weights, biases, fresh_w, fresh_b = [], [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (biases if name.endswith("bias") else weights).append(p)
-    return [
+        fresh = fresh_lr_factor != 1.0 and name.startswith(tuple(fresh_prefixes))
+        bias = name.endswith("bias")
+        ((fresh_b if bias else fresh_w) if fresh else (biases if bias else weights)).append(p)
+    groups = [
         {"params": weights, "lr": base_lr, "weight_decay": weight_decay, "initial_lr": base_lr},
         {"params": biases, "lr": base_lr * bias_lr_factor, "weight_decay": weight_decay_bias,
          "initial_lr": base_lr * bias_lr_factor},
     ]
+    fresh_lr = base_lr * fresh_lr_factor
+    if fresh_w or fresh_b:
+        groups += [{"params": fresh_w, "lr": fresh_lr, "weight_decay": weight_decay, "initial_lr": fresh_lr},
+                   {"params": fresh_b, "lr": fresh_lr, "weight_decay": weight_decay_bias, "initial_lr": fresh_lr}]
+    return groups
 
 
 def build_optimizer(model: nn.Module, *, name: str = "Adam", base_lr: float = 1e-4, weight_decay: float = 4e-5,
                     bias_lr_factor: float = 2.0, weight_decay_bias: float = 0.0, betas=(0.9, 0.999),
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
+                    momentum: float = 0.9, eps: float = 1e-8, fresh_prefixes: tuple[str, ...] = (),
+                    fresh_lr_factor: float = 1.0) -> torch.optim.Optimizer:
     """Adam (the paper), AdamW or SGD over :func:`param_groups`."""
     groups = param_groups(model, base_lr=base_lr, weight_decay=weight_decay, bias_lr_factor=bias_lr_factor,
-                          weight_decay_bias=weight_decay_bias)
+                          weight_decay_bias=weight_decay_bias, fresh_prefixes=fresh_prefixes,
+                          fresh_lr_factor=fresh_lr_factor)
     # One fused kernel per tensor (CPU and CUDA) instead of ~6 elementwise passes: the Adam
     # step drops from ~6% of a CPU training step to <1%; same update to float rounding.
     fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]) or None
     optimizers = {
-        "adam": lambda: torch.optim.Adam(groups, lr=base_lr, betas=tuple(betas), fused=fused),
-        "adamw": lambda: torch.optim.AdamW(groups, lr=base_lr, betas=tuple(betas), fused=fused),
+        "adam": lambda: torch.optim.Adam(groups, lr=base_lr, betas=tuple(betas), eps=eps, fused=fused),
+        "adamw": lambda: torch.optim.AdamW(groups, lr=base_lr, betas=tuple(betas), eps=eps, fused=fused),
         "sgd": lambda: torch.optim.SGD(groups, lr=base_lr, momentum=momentum),
     }
     if name.lower() not in optimizers:

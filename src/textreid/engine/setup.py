@@ -15,6 +15,7 @@ import numpy as np
 from textreid.config import Config
 from textreid.data.readers import DATASETS, parse_dataset_name, read_split
 from textreid.data.readers import dataset_dir as resolve_dataset_dir
+from textreid.data.noise import noisy_records
 from textreid.data.records import Record
 from textreid.data.vocab import Vocabulary
 from textreid.models.build import (
@@ -141,6 +142,10 @@ def prepare_data(cfg: Config, *, splits: tuple[str, ...] = ("val", "test")) -> R
     train = read_splits(cfg, cfg.datasets.train)
     if not train:
         raise ValueError(f"DATASETS.TRAIN {cfg.datasets.train} has no records")
+    d = cfg.datasets
+    if d.noise_file or d.noise_rate:  # noisy correspondences (RDE's settings)
+        train, clean = noisy_records(train, noise_file=d.noise_file, rate=d.noise_rate, seed=d.noise_seed)
+        log.info("noisy correspondences: %d of %d training captions describe another person", (~clean).sum(), len(train))
     val = read_splits(cfg, val_names(cfg)) if "val" in splits else []
     test = read_splits(cfg, cfg.datasets.test) if "test" in splits else []
     with_ids = shipped_word_ids(cfg, train)

@@ -1,6 +1,6 @@
 """The training loop: short and flat. Resumable at any step, one process or many (torchrun).
 
-Per epoch: identity-sampled batches → model(batch) → sum of ``*_loss`` terms → step.
+Per epoch: identity-sampled batches → model(batch) → criterion → sum of ``*_loss`` terms → step.
 After each epoch: lr schedule step, validation (Rank-1 on VAL selects ``best.pth``),
 ``last.pth`` (always) and ``epoch_N.pth`` (every CHECKPOINT_PERIOD). At the end the best
 model is evaluated once on TEST. Ctrl-C (or SIGTERM) saves ``interrupted.pth`` at the
@@ -24,6 +24,7 @@ from textreid import dist
 from textreid.config import Config, dump_yaml, to_dict, validate_config
 from textreid.data.loaders import build_train_loader
 from textreid.data.transforms import build_transforms
+from textreid.engine.division import build_division
 from textreid.engine.evaluator import evaluate_split
 from textreid.engine.optim import build_optimizer, build_scheduler
 from textreid.engine.runtime import (
@@ -39,6 +40,7 @@ from textreid.fileio import atomic_write_json
 from textreid.metrics import format_table
 from textreid.models.build import build_test_transform
 from textreid.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from textreid.models.recipes import FRESH_MODULES, build_criterion
 
 log = logging.getLogger("textreid")
 
@@ -119,7 +121,9 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
     s = cfg.solver
     optimizer = build_optimizer(model, name=s.optimizer, base_lr=s.base_lr, weight_decay=s.weight_decay,
                                 bias_lr_factor=s.bias_lr_factor, weight_decay_bias=s.weight_decay_bias,
-                                betas=(s.adam_alpha, s.adam_beta), momentum=s.sgd_momentum)
+                                betas=(s.adam_alpha, s.adam_beta), momentum=s.sgd_momentum, eps=s.adam_eps,
+                                fresh_prefixes=FRESH_MODULES, fresh_lr_factor=s.lr_factor)
+    criterion = build_criterion(cfg)
     scheduler = build_scheduler(optimizer, schedule=s.lrscheduler, num_epochs=s.num_epochs, steps=s.steps,
                                 gamma=s.gamma, warmup_epochs=s.warmup_epochs, warmup_factor=s.warmup_factor,
                                 warmup_method=s.warmup_method, target_factor=s.target_lr / s.base_lr)
@@ -136,6 +140,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
     sampler = loader.batch_sampler
 
     epoch, step, best = 0, 0, {"R1": -1.0, "epoch": -1}
+    division, clean = build_division(cfg), None  # clean-pair division (RDE): clean[N] per training pair
     if resume_from:
         ckpt = load_checkpoint(resume_from)
         if "train_state" not in ckpt:
@@ -148,6 +153,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
             scaler.load_state_dict(ckpt["scaler"])
         train_state = ckpt["train_state"]
         epoch, step, best = train_state["epoch"], train_state["step"], train_state["best"]
+        clean = train_state.get("clean")
         sampler.load_state_dict(train_state["sampler"])
         set_rng_state(train_state["rng"][min(dist.get_rank(), len(train_state["rng"]) - 1)])
         log.info("resumed from %s at epoch %d, step %d", resume_from, epoch, step)
@@ -173,7 +179,7 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
                         scheduler=scheduler,
                         extra={"num_classes": data.num_classes, "metrics": metrics or {},
                                "scaler": scaler.state_dict() if use_fp16 else None,
-                               "train_state": {"epoch": epoch, "step": step, "best": best,
+                               "train_state": {"epoch": epoch, "step": step, "best": best, "clean": clean,
                                                "sampler": sampler.state_dict(), "rng": rngs}})
 
     steps_per_epoch = len(sampler)
@@ -185,16 +191,22 @@ def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_
     with _Interrupt() as interrupt:
         while epoch < s.num_epochs and not interrupted:
             sampler.set_epoch(epoch)
+            if division and sampler.state_dict().get("consumed", 0) == 0:  # not when resuming mid-epoch
+                clean = division.divide(model, data.train, epoch=epoch, transform=build_test_transform(cfg),
+                                        tokenizer=data.tokenizer, device=dev, amp=s.amp,
+                                        use_word_ids=cfg.datasets.use_onehot, channels_last=s.channels_last)
             model.train()
             bar = tqdm(total=steps_per_epoch, initial=sampler.state_dict().get("consumed", 0),
                        desc=f"epoch {epoch + 1}/{s.num_epochs}", disable=not (progress and main), dynamic_ncols=True)
             t0, seen, logged = time.perf_counter(), 0, {}
             for batch in loader:
                 batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                if clean is not None:
+                    batch["clean"] = clean[batch["indices"].cpu()].to(dev)
                 if cfg.solver.channels_last:
                     batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
                 with autocast(dev, s.amp):
-                    out = ddp(batch)
+                    out = criterion(ddp(batch), batch)
                 losses = {k: v.float() for k, v in out.items() if k.endswith("_loss")}
                 loss = sum(losses.values())
                 if not math.isfinite(loss.item()):

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from textreid.config import Config
 from textreid.models.gru import BiGRUTower
+from textreid.models.recipes import recipe_model_parts
 from textreid.models.textreid import TextReID
 from textreid.models.visual import build_visual_tower, visual_family
 
@@ -149,7 +150,7 @@ def build_model(
         m.visual_model, image_size=(cfg.input.height, cfg.input.width), pretrained=pretrained, **_visual_sizes(cfg)
     )
     textual = _text_spec(cfg).build(cfg, vocab_size=vocab_size, word_table=word_table, pretrained=pretrained)
-    e, mc, lw = m.embedding, m.moco, m.losses
+    e, mc = m.embedding, m.moco
     model = TextReID(
         visual=visual,
         textual=textual,
@@ -159,18 +160,9 @@ def build_model(
         moco_k=mc.k,
         moco_m=mc.m,
         moco_fc=mc.fc,
-        temperature=mc.temperature,
-        epsilon=e.epsilon,
-        loss_weights={
-            "instance": lw.instance,
-            "global_align": lw.global_align,
-            "infonce": lw.infonce,
-            "sdm": lw.sdm,
-            "itc": lw.itc,
-        },
-        sdm_temperature=lw.sdm_temperature,
         dropout=e.dropout_prob,
         freeze_towers=m.freeze,
+        **recipe_model_parts(cfg, joint_width=e.feature_size or textual.out_dim),
     )
     if m.reinit_linear and load_pretrained:
         model.reinit_linear_like_authors()
@@ -179,14 +171,20 @@ def build_model(
 
 def model_from_state_dict(cfg: Config, state_dict: dict[str, torch.Tensor]) -> TextReID:
     """Rebuild the model of ``cfg`` with the sizes found in ``state_dict`` and load it strictly."""
-    if "projection" not in state_dict:
+    if "projection" in state_dict:
+        classes = state_dict["projection"].shape[1]
+    elif "classifier.weight" in state_dict:
+        classes = state_dict["classifier.weight"].shape[0]
+    elif any(k.startswith("visual.") for k in state_dict):
+        classes = max(cfg.model.num_classes, 1)  # no identity classifier (RDE): the count is not stored
+    else:
         raise KeyError("the state dict has no 'projection' entry: not a TextReID model saved by textreid")
     table = state_dict.get("textual.word_table")
     embed = state_dict.get("textual.embed.weight")
     vocab_size = embed.shape[0] if embed is not None and embed.dim() == 2 and table is None else 0
     model = build_model(
         cfg,
-        num_classes=state_dict["projection"].shape[1],
+        num_classes=classes,
         vocab_size=vocab_size,
         # placeholder of the right shape; the real table is in the state dict
         word_table=torch.zeros(table.shape) if table is not None else None,
