@@ -14,8 +14,8 @@ from textreid import losses
 from textreid.config import Config
 from textreid.criterion import TextReIDCriterion
 from textreid.models.build import TEXT_TOWERS, build_model, tokenizer_kind
-from textreid.models.recipes import build_criterion
 from textreid.models.gru import BiGRUTower
+from textreid.models.recipes import build_criterion
 from textreid.models.text_transformer import ClipTextTower
 from textreid.models.textreid import TextReID
 from textreid.models.visual import build_visual_tower

@@ -434,6 +434,7 @@ _CHOICES = {  # key -> valid values (exact spelling; SOLVER.OPTIMIZER in any cas
     "solver.warmup_method": ("linear", "constant"),
     "solver.amp": ("auto", "bf16", "fp16", "off"),
     "model.embedding.embed_head": ("simple", "moco"),
+    "model.recipe": ("textreid", "irra", "rde"),
 }
 
 # key -> (is the value acceptable, what is expected, needed only for training)

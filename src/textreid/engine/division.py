@@ -29,7 +29,7 @@ from textreid import dist, losses
 from textreid.data.loaders import CaptionDataset, collate
 from textreid.data.records import Record
 from textreid.engine.runtime import autocast
-from textreid.models.checkpoint import unwrap_model
+from textreid.models.state_dict import unwrap_model
 
 log = logging.getLogger("textreid")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from textreid.config import Config
+from textreid.data.noise import noisy_records
 from textreid.data.readers import DATASETS, parse_dataset_name, read_split
 from textreid.data.readers import dataset_dir as resolve_dataset_dir
-from textreid.data.noise import noisy_records
 from textreid.data.records import Record
 from textreid.data.vocab import Vocabulary
 from textreid.models.build import (
