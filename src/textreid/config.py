@@ -79,7 +79,7 @@ class TextTransformerConfig:
 @dataclass
 class EmbeddingConfig:
     embed_head: str = "simple"  # "simple" (instance + global alignment) or "moco"
-    feature_size: int = 256  # joint embedding dim
+    feature_size: int = 256  # joint embedding dim; 0 = no embedding layers (the towers' outputs, IRRA/RDE)
     dropout_prob: float = 0.0  # dropout before the embedding layers
     epsilon: float = 0.1  # label smoothing of the instance loss
 
@@ -450,7 +450,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str, bool]] = {
     "test.rerank_k": (lambda v: v >= 1, "an integer >= 1", False),
     "test.rerank_alpha": (lambda v: _finite(v) and v >= 0, "a finite number >= 0", False),
     "model.num_classes": (lambda v: v >= 0, "an integer >= 0 (0 = read from the data)", True),
-    "model.embedding.feature_size": (lambda v: v >= 1, "an integer >= 1", True),
+    "model.embedding.feature_size": (lambda v: v >= 0, "an integer >= 0 (0 = no embedding layers)", True),
     "model.embedding.dropout_prob": (lambda v: 0 <= v < 1, "a number in [0, 1)", True),
     "model.embedding.epsilon": (lambda v: 0 <= v < 1, "a number in [0, 1)", True),
     "model.gru.max_length": (lambda v: v >= 1, "an integer >= 1", False),
