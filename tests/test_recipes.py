@@ -247,3 +247,12 @@ def test_recipe_two_gloo_processes_stay_in_sync(config: str, synth_root: Path, t
     ckpt = load_checkpoint(tmp_path / "run" / "interrupted.pth")
     if config.endswith("rde"):  # both ranks used the same division, gathered from both shards
         assert ckpt["train_state"]["clean"] is not None
+
+
+def test_synth_writes_noisy_training_splits(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    assert main(["synth", "--out", str(out), "--ids", "6", "--images-per-id", "2", "--workers", "1", "--quiet",
+                 "--noise-rates", "0.5"]) == 0
+    records = read_split("synth_train", dataset_dir=out)
+    index = load_index(out / "noiseindex" / "synth_0.5.npy", len(records))
+    assert np.array_equal(index, shuffle_index(len(records), rate=0.5, seed=0))

@@ -61,6 +61,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     summary = generate(args.out, num_ids=args.ids, seed=args.seed, images_per_id=args.images_per_id,
                        workers=args.workers, progress=not args.quiet)
+    if args.noise_rates:  # noisy training splits in RDE's noise-index format
+        from textreid.data.noise import write_noise_files
+        from textreid.data.readers import read_split
+
+        train = read_split("synth_train", dataset_dir=args.out)
+        files = write_noise_files(args.out, "synth", train, rates=args.noise_rates, seed=args.seed)
+        summary = {**summary, "noise_files": [str(f) for f in files]}
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -292,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images-per-id", type=int, default=4)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--noise-rates", type=float, nargs="+", default=[], metavar="RATE",
+                   help="also write noiseindex/synth_<RATE>.npy: that share of training captions moved to other "
+                        "pairs' images (train on one with DATASETS.NOISE_FILE)")
 
     p = sub.add_parser("data", help="dataset tools", description="dataset tools")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

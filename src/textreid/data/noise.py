@@ -10,6 +10,7 @@ among themselves.
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,3 +67,21 @@ def noisy_records(records: Sequence[Record], *, noise_file: str = "", rate: floa
     # a caption moved onto another image of the same person is still a correct pair
     clean = np.array([records[j].person_id == r.person_id for r, j in zip(records, index.tolist(), strict=True)])
     return moved, clean
+
+
+def write_noise_files(dataset_dir: str | Path, name: str, records: Sequence[Record], *, rates: Sequence[float],
+                      seed: int = 0) -> list[Path]:
+    """RDE-format noise index files ``<dataset_dir>/noiseindex/<name>_<rate>.npy`` for ``records``
+    (the training split in reader order); train on one with DATASETS.NOISE_FILE."""
+    from textreid.fileio import atomic_write_bytes
+
+    out = []
+    for rate in rates:
+        index = shuffle_index(len(records), rate=rate, seed=seed)
+        path = Path(dataset_dir) / "noiseindex" / f"{name}_{rate}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, index)
+        atomic_write_bytes(path, buffer.getvalue())
+        out.append(path)
+    return out
