@@ -145,50 +145,37 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refused(command: str, exc: Exception) -> int:
-    """A refused index, output folder or query: one line naming the culprit, exit status 2."""
-    print(f"textreid {command}: {exc}", file=sys.stderr)
-    return 2
-
-
 def cmd_index(args: argparse.Namespace) -> int:
     import textreid
     from textreid import dist
-    from textreid.search.errors import SearchError
     from textreid.search.index import build_index, merge_shards, rank_world_from_env, shard_dir_name
     from textreid.search.store import check_output_dir
 
     rank, world = rank_world_from_env()
-    try:  # refuse a dangerous --out before loading the model or reading any image
-        check_output_dir(args.out, [args.images] if Path(args.images).is_dir() else [])
-        if world > 1:  # under torchrun: each rank embeds its shard, rank 0 joins them
-            from textreid.engine.runtime import init_distributed
+    # refuse a dangerous --out before loading the model or reading any image
+    check_output_dir(args.out, [args.images] if Path(args.images).is_dir() else [])
+    if world > 1:  # under torchrun: each rank embeds its shard, rank 0 joins them
+        from textreid.engine.runtime import init_distributed
 
-            init_distributed(_device(args.device))
-        encoder = textreid.load(args.checkpoint, device=_device(args.device))
-        manifest = build_index(encoder, Path(args.images), Path(args.out), checkpoint_path=args.checkpoint,
-                               batch_size=args.batch_size, progress=not args.quiet, index_type=args.index_type,
-                               rank=rank, world_size=world)
-        if world > 1:
-            dist.barrier()
-            if rank != 0:
-                return 0
-            manifest = merge_shards([Path(args.out) / shard_dir_name(r, world) for r in range(world)],
-                                    Path(args.out), index_type=args.index_type)
-    except SearchError as exc:
-        return _refused("index", exc)
+        init_distributed(_device(args.device))
+    encoder = textreid.load(args.checkpoint, device=_device(args.device))
+    manifest = build_index(encoder, Path(args.images), Path(args.out), checkpoint_path=args.checkpoint,
+                           batch_size=args.batch_size, progress=not args.quiet, index_type=args.index_type,
+                           rank=rank, world_size=world)
+    if world > 1:
+        dist.barrier()
+        if rank != 0:
+            return 0
+        manifest = merge_shards([Path(args.out) / shard_dir_name(r, world) for r in range(world)],
+                                Path(args.out), index_type=args.index_type)
     print(json.dumps(manifest.to_dict(), indent=2, default=str))
     return 0
 
 
 def cmd_index_merge(args: argparse.Namespace) -> int:
-    from textreid.search.errors import SearchError
     from textreid.search.index import merge_shards
 
-    try:
-        manifest = merge_shards([Path(s) for s in args.shards], Path(args.out), index_type=args.index_type)
-    except (SearchError, FileNotFoundError) as exc:
-        return _refused("index merge", exc)
+    manifest = merge_shards([Path(s) for s in args.shards], Path(args.out), index_type=args.index_type)
     print(json.dumps(manifest.to_dict(), indent=2, default=str))
     return 0
 
@@ -222,7 +209,7 @@ def _search_text(searcher, queries: list[str], k: int) -> tuple[list, list[list[
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from textreid.search.errors import SearchError
+    from textreid.search.errors import QueryError
     from textreid.search.html import render_results
     from textreid.search.searcher import results_as_json
 
@@ -231,17 +218,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         lines = Path(args.queries_file).read_text(encoding="utf-8").splitlines()
         queries += [line.strip() for line in lines if line.strip()]
     if bool(queries) == bool(args.like):
-        return _refused("search", ValueError("give description(s), --queries-file FILE or --like IMAGE "
-                                             "(one of them)"))
-    try:
-        searcher = _searcher(args)
-        if args.like:
-            results, ignored = [_search_like(searcher, args.like, args.k)], None
-            queries = [f"more like {args.like}"]
-        else:
-            results, ignored = _search_text(searcher, queries, args.k)
-    except SearchError as exc:
-        return _refused("search", exc)
+        raise QueryError("give description(s), --queries-file FILE or --like IMAGE (one of them)")
+    searcher = _searcher(args)
+    if args.like:
+        results, ignored = [_search_like(searcher, args.like, args.k)], None
+        queries = [f"more like {args.like}"]
+    else:
+        results, ignored = _search_text(searcher, queries, args.k)
     if args.json:
         out = results_as_json(queries, results, searcher.manifest.root)
         for entry, words in zip(out, ignored or [[]] * len(out), strict=True):
@@ -258,14 +241,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from textreid.search.errors import SearchError
-    from textreid.search.server import PortInUseError, serve
+    from textreid.search.server import serve
 
-    try:
-        serve(_searcher(args), host=args.host, port=args.port, max_k=args.max_k,
-              max_query_chars=args.max_query_chars)
-    except (SearchError, PortInUseError) as exc:
-        return _refused("serve", exc)
+    serve(_searcher(args), host=args.host, port=args.port, max_k=args.max_k,
+          max_query_chars=args.max_query_chars)
     return 0
 
 

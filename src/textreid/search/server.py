@@ -51,7 +51,7 @@ _IMAGE_TYPES = {
 
 
 class PortInUseError(OSError):
-    """The port asked for is taken (one line for the CLI, exit 2)."""
+    """The port asked for is taken, or cannot be listened on (the message names host and port)."""
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any):
@@ -189,12 +189,8 @@ def _listen(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family, backlog=BACKLOG)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise PortInUseError(
-                e.errno, f"port {port} on {host} is already in use; choose another --port"
-            ) from None
-        raise PortInUseError(
-            e.errno or 0, f"cannot listen on {host}:{port} ({e.strerror or e})"
-        ) from None
+            raise PortInUseError(f"port {port} on {host} is already in use; choose another --port") from e
+        raise PortInUseError(f"cannot listen on {host}:{port} ({e.strerror or e})") from e
 
 
 class SearchServer:
