@@ -174,6 +174,24 @@ def run_alternating(kind: str, worker_args: list[str], rounds: int) -> dict[str,
     return runs
 
 
+def compare_eval(authors_repo: Path, queries: int, gallery: int, persons: int, dim: int, rounds: int,
+                 seed: int) -> None:
+    """bench_eval.py --authors-repo: both evaluations (re-ranking included) alternately, and the ratio."""
+    print(f"side by side: evaluation with re-ranking, both directions, {queries} captions x {gallery} images, "
+          f"{persons} persons, dim {dim}, {rounds} rounds alternating, one process per run")
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, 1-min load average {os.getloadavg()[0]:.2f}")
+    worker = ["--authors-repo", str(authors_repo), "--queries", str(queries), "--gallery", str(gallery),
+              "--persons", str(persons), "--dim", str(dim), "--seed", str(seed)]
+    runs = run_alternating("eval", worker, rounds)
+    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    rss = {k: statistics.median(r["peak_rss_gb"] for r in v) for k, v in runs.items()}
+    r1 = {k: v[0]["t2i_R1"] for k, v in runs.items()}
+    for k in ("authors", "ours"):
+        print(f"{k:<8} median {med[k]:.2f} s, process peak RSS {rss[k]:.2f} GB, t2i R1 {r1[k]:.2f}")
+    print(f"ratio authors/ours time: {med['authors'] / med['ours']:.1f}x faster; 1-min load average "
+          f"{os.getloadavg()[0]:.2f} at end")
+
+
 def worker_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="one side-by-side run (used by bench_train/bench_eval)")
     p.add_argument("kind", choices=["train", "eval"])
