@@ -105,7 +105,9 @@ class _SelectionMLP(nn.Module):
     def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList([nn.Linear(in_dim, hidden), nn.Linear(hidden, out_dim)])
-        self.bns = nn.ModuleList([nn.BatchNorm1d(hidden), nn.BatchNorm1d(out_dim)])  # the last BN is unused, as RDE's
+        # RDE also creates a BatchNorm after the last layer but never applies it; left out here, since
+        # a parameter without gradient stops DistributedDataParallel
+        self.bns = nn.ModuleList([nn.BatchNorm1d(hidden)])
 
     def forward(self, x: Tensor) -> Tensor:
         b, n, d = x.shape
