@@ -1,4 +1,8 @@
-"""The training loop: short and flat. Resumable at any step, one process or many (torchrun).
+"""The training loop: short and flat, read top to bottom. Resumable at any step, one process or many (torchrun).
+
+``train`` = ``start_run`` (data, model, optimizer, loader, resume) → per epoch ``train_epoch``
+(``train_step`` per batch) and ``end_epoch`` → ``final_test``. Everything a run works with is one
+``Run`` (its position is ``Run.state``), passed explicitly: no closures over loop state.
 
 Per epoch: identity-sampled batches → model(batch) → criterion → sum of ``*_loss`` terms → step.
 After each epoch: lr schedule step, validation (Rank-1 on VAL selects ``best.pth``),
@@ -13,11 +17,13 @@ import logging
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from textreid import dist
@@ -93,197 +99,290 @@ class TrainResult:
     signal: int = 0  # SIGINT/SIGTERM that stopped the run (0: finished, or stopped by stop_after_steps)
 
 
+@dataclass
+class TrainState:
+    """Where a run stands; saved in every checkpoint (with the sampler position and RNG states)."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimizer steps taken
+    best: dict = field(default_factory=lambda: {"R1": -1.0, "epoch": -1})  # val t2i Rank-1 behind best.pth
+    clean: torch.Tensor | None = None  # clean-pair division (RDE): clean[N] per training pair, this epoch
+
+
+@dataclass
+class Run:
+    """Everything a training run works with, built once by ``start_run`` and passed explicitly."""
+
+    cfg: Config
+    output_dir: Path
+    device: torch.device
+    data: RunData
+    model: nn.Module  # the plain model: checkpoints, validation
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler  # enabled only for fp16 autocast on CUDA
+    loader: DataLoader
+    criterion: Any  # model outputs + batch -> {"…_loss": weighted term}
+    division: Any = None  # the clean-pair division of MODEL.RECIPE, if any
+    ddp: nn.Module | None = None  # what a step calls: the model, or DDP around it
+    writer: Any = None  # TensorBoard SummaryWriter (rank 0, --use-tensorboard)
+    state: TrainState = field(default_factory=TrainState)
+
+    @property
+    def sampler(self) -> Any:
+        return self.loader.batch_sampler
+
+
 def train(cfg: Config, *, output_dir: Path, resume_from: str | None = None, use_tensorboard: bool = False,
           device: str = "cpu", progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
     """Train per ``cfg``. ``stop_after_steps`` behaves like a Ctrl-C after that many steps."""
+    run = start_run(cfg, output_dir=Path(output_dir), device=device, resume_from=resume_from,
+                    use_tensorboard=use_tensorboard)
+    with _Interrupt() as interrupt:
+        while run.state.epoch < cfg.solver.num_epochs:
+            if not train_epoch(run, interrupt=interrupt, stop_after_steps=stop_after_steps, progress=progress):
+                save_snapshot(run, "interrupted.pth")
+                log.info("saved %s (step %d); continue with --resume-from", run.output_dir / "interrupted.pth",
+                         run.state.step)
+                _close_writer(run)
+                return TrainResult({"step": run.state.step, "epoch": run.state.epoch}, run.model, run.output_dir,
+                                   interrupted=True, signal=interrupt.signum)
+            end_epoch(run, progress=progress)
+    _close_writer(run)
+    return TrainResult(final_test(run, progress=progress), run.model, run.output_dir)
+
+
+# --------------------------------------------------------------------------- before the first step
+def start_run(cfg: Config, *, output_dir: Path, device: str, resume_from: str | None,
+              use_tensorboard: bool) -> Run:
+    """Process group, config checks, logs, seed, data, model, optimizer, loader; then resume, DDP, TensorBoard."""
     init_distributed(device)
     validate_config(cfg, world_size=dist.get_world_size())  # certain mistakes fail before any data are read
-    output_dir = Path(output_dir)
-    main = dist.is_main()
-    if main:
+    if dist.is_main():
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(dump_yaml(cfg))
-    setup_logging(output_dir / "train.log" if main else None)
+    setup_logging(output_dir / "train.log" if dist.is_main() else None)
     seed_everything(cfg.solver.seed, cfg.solver.deterministic)
     dev = torch.device(device)
 
     data = prepare_data(cfg)
     log.info("train: %d captions of %d identities; val: %d captions; test: %d captions",
              len(data.train), data.num_classes, len(data.val), len(data.test))
-    if main and data.vocab is not None:
+    if dist.is_main() and data.vocab is not None:
         data.vocab.save(output_dir / "vocab.json")  # also inside every checkpoint
+    model = _build_model(cfg, data, dev)
+    optimizer, scheduler, scaler = _build_optimization(cfg, model, dev)
+    run = Run(cfg=cfg, output_dir=output_dir, device=dev, data=data, model=model, optimizer=optimizer,
+              scheduler=scheduler, scaler=scaler, loader=_build_loader(cfg, data, dev),
+              criterion=build_criterion(cfg), division=build_division(cfg))
+    if resume_from:
+        resume(run, resume_from)
+    run.ddp = model
+    if dist.is_dist():
+        run.ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None, forward_sync_buffers=False)
+    if use_tensorboard and dist.is_main():
+        from torch.utils.tensorboard import SummaryWriter
+
+        run.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=run.state.step)
+    if len(run.sampler) == 0:
+        raise ValueError(f"no complete batch: {len(data.train)} captions of {data.num_classes} ids cannot fill "
+                         f"SOLVER.IMS_PER_BATCH {cfg.solver.ims_per_batch} with DATALOADER.IMS_PER_ID "
+                         f"{cfg.dataloader.ims_per_id}")
+    return run
+
+
+def _build_model(cfg: Config, data: RunData, dev: torch.device) -> nn.Module:
     model = build_model_for_training(cfg, data).to(dev)
     if cfg.solver.channels_last:  # oneDNN (CPU) and cuDNN (GPU) convolutions are faster in NHWC
         model = model.to(memory_format=torch.channels_last)
     if dist.is_dist() and cfg.solver.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
+
+def _build_optimization(cfg: Config, model: nn.Module, dev: torch.device) -> tuple:
+    """Optimizer, learning-rate schedule and (fp16 on CUDA only) gradient scaler from SOLVER.*."""
     s = cfg.solver
     optimizer = build_optimizer(model, name=s.optimizer, base_lr=s.base_lr, weight_decay=s.weight_decay,
                                 bias_lr_factor=s.bias_lr_factor, weight_decay_bias=s.weight_decay_bias,
                                 betas=(s.adam_alpha, s.adam_beta), momentum=s.sgd_momentum, eps=s.adam_eps,
                                 fresh_prefixes=FRESH_MODULES, fresh_lr_factor=s.lr_factor)
-    criterion = build_criterion(cfg)
     scheduler = build_scheduler(optimizer, schedule=s.lrscheduler, num_epochs=s.num_epochs, steps=s.steps,
                                 gamma=s.gamma, warmup_epochs=s.warmup_epochs, warmup_factor=s.warmup_factor,
                                 warmup_method=s.warmup_method, target_factor=s.target_lr / s.base_lr)
-    use_fp16 = dev.type == "cuda" and s.amp == "fp16"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
+    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and s.amp == "fp16")
+    return optimizer, scheduler, scaler
 
+
+def _build_loader(cfg: Config, data: RunData, dev: torch.device) -> DataLoader:
+    """Identity-sampled training batches with the training augmentation."""
     train_tf = build_transforms(height=cfg.input.height, width=cfg.input.width, mean=cfg.input.pixel_mean,
                                 std=cfg.input.pixel_std, train=True, use_aug=cfg.input.use_aug,
                                 padding=cfg.input.padding)
-    loader = build_train_loader(data.train, transform=train_tf, tokenizer=data.tokenizer,
-                                batch_size=s.ims_per_batch, ims_per_id=cfg.dataloader.ims_per_id, seed=s.seed,
-                                num_workers=cfg.dataloader.num_workers, pin_memory=dev.type == "cuda",
-                                use_word_ids=cfg.datasets.use_onehot)
-    sampler = loader.batch_sampler
+    return build_train_loader(data.train, transform=train_tf, tokenizer=data.tokenizer,
+                              batch_size=cfg.solver.ims_per_batch, ims_per_id=cfg.dataloader.ims_per_id,
+                              seed=cfg.solver.seed, num_workers=cfg.dataloader.num_workers,
+                              pin_memory=dev.type == "cuda", use_word_ids=cfg.datasets.use_onehot)
 
-    epoch, step, best = 0, 0, {"R1": -1.0, "epoch": -1}
-    division, clean = build_division(cfg), None  # clean-pair division (RDE): clean[N] per training pair
-    if resume_from:
-        ckpt = load_checkpoint(resume_from)
-        if "train_state" not in ckpt:
-            raise CheckpointError(f"{resume_from} holds no training state (it is not a best/last/epoch/interrupted "
-                                  f"checkpoint written by textreid train), so the run cannot be continued")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if use_fp16 and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        train_state = ckpt["train_state"]
-        epoch, step, best = train_state["epoch"], train_state["step"], train_state["best"]
-        clean = train_state.get("clean")
-        sampler.load_state_dict(train_state["sampler"])
-        set_rng_state(train_state["rng"][min(dist.get_rank(), len(train_state["rng"]) - 1)])
-        log.info("resumed from %s at epoch %d, step %d", resume_from, epoch, step)
 
-    ddp = model
-    if dist.is_dist():
-        ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None, forward_sync_buffers=False)
+def resume(run: Run, path: str) -> None:
+    """Continue exactly where a checkpoint of ``textreid train`` left off (weights, optimizer, sampler, RNG)."""
+    ckpt = load_checkpoint(path)
+    if "train_state" not in ckpt:
+        raise CheckpointError(f"{path} holds no training state (it is not a best/last/epoch/interrupted "
+                              f"checkpoint written by textreid train), so the run cannot be continued")
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.scaler.is_enabled() and ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    saved = ckpt["train_state"]
+    run.state = TrainState(epoch=saved["epoch"], step=saved["step"], best=saved["best"], clean=saved.get("clean"))
+    run.sampler.load_state_dict(saved["sampler"])
+    set_rng_state(saved["rng"][min(dist.get_rank(), len(saved["rng"]) - 1)])
+    log.info("resumed from %s at epoch %d, step %d", path, run.state.epoch, run.state.step)
 
-    writer = None
-    if use_tensorboard and main:
-        from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=step)
-
-    def snapshot(name: str, metrics: dict | None = None) -> None:
-        """Write a resumable checkpoint (rank 0); every rank's RNG state goes into it."""
-        rngs = _gather_rng_states()
-        if not main:
-            return
-        save_checkpoint(output_dir / name, model=model, config=to_dict(cfg),
-                        vocab=data.vocab.to_dict() if data.vocab else None, optimizer=optimizer,
-                        scheduler=scheduler,
-                        extra={"num_classes": data.num_classes, "metrics": metrics or {},
-                               "scaler": scaler.state_dict() if use_fp16 else None,
-                               "train_state": {"epoch": epoch, "step": step, "best": best, "clean": clean,
-                                               "sampler": sampler.state_dict(), "rng": rngs}})
-
-    steps_per_epoch = len(sampler)
-    if steps_per_epoch == 0:
-        raise ValueError(f"no complete batch: {len(data.train)} captions of {data.num_classes} ids cannot fill "
-                         f"SOLVER.IMS_PER_BATCH {s.ims_per_batch} with DATALOADER.IMS_PER_ID "
-                         f"{cfg.dataloader.ims_per_id}")
-    interrupted = False
-    with _Interrupt() as interrupt:
-        while epoch < s.num_epochs and not interrupted:
-            sampler.set_epoch(epoch)
-            if division and sampler.state_dict().get("consumed", 0) == 0:  # not when resuming mid-epoch
-                clean = division.divide(model, data.train, epoch=epoch, transform=build_test_transform(cfg),
-                                        tokenizer=data.tokenizer, device=dev, amp=s.amp,
-                                        use_word_ids=cfg.datasets.use_onehot, channels_last=s.channels_last)
-            model.train()
-            bar = tqdm(total=steps_per_epoch, initial=sampler.state_dict().get("consumed", 0),
-                       desc=f"epoch {epoch + 1}/{s.num_epochs}", disable=not (progress and main), dynamic_ncols=True)
-            t0, seen, logged = time.perf_counter(), 0, {}
-            for batch in loader:
-                batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-                if clean is not None:
-                    batch["clean"] = clean[batch["indices"].cpu()].to(dev)
-                if cfg.solver.channels_last:
-                    batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
-                with autocast(dev, s.amp):
-                    out = criterion(ddp(batch), batch)
-                losses = {k: v.float() for k, v in out.items() if k.endswith("_loss")}
-                loss = sum(losses.values())
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step}: "
-                                             f"{ {k: v.item() for k, v in losses.items()} }")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if s.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                seen += batch["images"].shape[0] * dist.get_world_size()
-                logged = {k: dist.all_reduce_mean(v).item() for k, v in losses.items()}
-                lr = optimizer.param_groups[0]["lr"]
-                bar.set_postfix({**{k.removesuffix("_loss"): f"{v:.3f}" for k, v in logged.items()},
-                                 "lr": f"{lr:.2e}", "img/s": f"{seen / (time.perf_counter() - t0):.1f}"})
-                bar.update(1)
-                if writer:
-                    for k, v in logged.items():
-                        writer.add_scalar(f"train/{k}", v, step)
-                    writer.add_scalar("train/loss", sum(logged.values()), step)
-                    writer.add_scalar("train/lr", lr, step)
-                if interrupt.requested or (stop_after_steps is not None and step >= stop_after_steps):
-                    interrupted = True
-                    break
+# --------------------------------------------------------------------------- the loop
+def train_epoch(run: Run, *, interrupt: _Interrupt, stop_after_steps: int | None, progress: bool) -> bool:
+    """The (rest of the) current epoch's steps; False if a signal or ``stop_after_steps`` stopped it."""
+    s = run.cfg.solver
+    run.sampler.set_epoch(run.state.epoch)
+    if run.division and run.sampler.state_dict().get("consumed", 0) == 0:  # not when resuming mid-epoch
+        run.state.clean = run.division.divide(
+            run.model, run.data.train, epoch=run.state.epoch, transform=build_test_transform(run.cfg),
+            tokenizer=run.data.tokenizer, device=run.device, amp=s.amp, use_word_ids=run.cfg.datasets.use_onehot,
+            channels_last=s.channels_last)
+    run.model.train()
+    bar = tqdm(total=len(run.sampler), initial=run.sampler.state_dict().get("consumed", 0),
+               desc=f"epoch {run.state.epoch + 1}/{s.num_epochs}", disable=not (progress and dist.is_main()),
+               dynamic_ncols=True)
+    t0, seen, logged = time.perf_counter(), 0, {}
+    for batch in run.loader:
+        logged = train_step(run, batch)
+        seen += batch["images"].shape[0] * dist.get_world_size()
+        _report_step(run, bar, logged, images_per_s=seen / (time.perf_counter() - t0))
+        if interrupt.requested or (stop_after_steps is not None and run.state.step >= stop_after_steps):
             bar.close()
-            if interrupted:
-                snapshot("interrupted.pth")
-                log.info("saved %s (step %d); continue with --resume-from", output_dir / "interrupted.pth", step)
-                break
-            log.info("epoch %d done: %s, %.1f img/s", epoch + 1,
-                     " ".join(f"{k}={v:.4f}" for k, v in logged.items()), seen / max(time.perf_counter() - t0, 1e-9))
-            scheduler.step()
-            epoch += 1
-            metrics = None
-            if data.val and (epoch % s.evaluate_period == 0 or epoch == s.num_epochs):
-                metrics = validate(model, data.val, cfg, data, progress)
-                if main:
-                    log.info("validation after epoch %d:\n%s", epoch, format_table(metrics))
-                    atomic_write_json(output_dir / "metrics" / f"val_epoch_{epoch:03d}.json", metrics)
-                    if writer:
-                        for direction, values in metrics.items():
-                            for k, v in values.items():
-                                writer.add_scalar(f"val_{direction}/{k}", v, step)
-                if metrics["t2i"]["R1"] > best["R1"]:
-                    best = {"R1": metrics["t2i"]["R1"], "epoch": epoch}
-                    snapshot("best.pth", metrics)
-            elif not data.val:
-                best = {"R1": -1.0, "epoch": epoch}  # no val split: the last epoch is the selected model
-                snapshot("best.pth")
-            snapshot("last.pth", metrics)
-            if s.checkpoint_period and epoch % s.checkpoint_period == 0:
-                snapshot(f"epoch_{epoch:03d}.pth", metrics)
-    if writer:
-        writer.close()
-    if interrupted:
-        return TrainResult({"step": step, "epoch": epoch}, model, output_dir, interrupted=True,
-                           signal=interrupt.signum)
+            return False
+    bar.close()
+    log.info("epoch %d done: %s, %.1f img/s", run.state.epoch + 1, " ".join(f"{k}={v:.4f}" for k, v in logged.items()),
+             seen / max(time.perf_counter() - t0, 1e-9))
+    return True
 
-    final = {"best_epoch": best["epoch"], "val_best_R1": best["R1"]}
-    if data.test:
-        best_ckpt = load_checkpoint(output_dir / "best.pth") if main or not dist.is_dist() else None
+
+def train_step(run: Run, batch: dict) -> dict[str, float]:
+    """Forward, the sum of the ``*_loss`` terms, backward, optimizer step; returns the terms (mean over ranks)."""
+    s, dev = run.cfg.solver, run.device
+    batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if run.state.clean is not None:
+        batch["clean"] = run.state.clean[batch["indices"].cpu()].to(dev)
+    if s.channels_last:
+        batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
+    with autocast(dev, s.amp):
+        out = run.criterion(run.ddp(batch), batch)
+    losses = {k: v.float() for k, v in out.items() if k.endswith("_loss")}
+    loss = sum(losses.values())
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"non-finite loss at epoch {run.state.epoch + 1}, step {run.state.step}: "
+                                 f"{ {k: v.item() for k, v in losses.items()} }")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if s.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), s.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.state.step += 1
+    return {k: dist.all_reduce_mean(v).item() for k, v in losses.items()}
+
+
+def _report_step(run: Run, bar: tqdm, logged: dict[str, float], *, images_per_s: float) -> None:
+    """Loss terms, learning rate and speed on the progress bar and in TensorBoard."""
+    lr = run.optimizer.param_groups[0]["lr"]
+    bar.set_postfix({**{k.removesuffix("_loss"): f"{v:.3f}" for k, v in logged.items()},
+                     "lr": f"{lr:.2e}", "img/s": f"{images_per_s:.1f}"})
+    bar.update(1)
+    if run.writer:
+        for k, v in logged.items():
+            run.writer.add_scalar(f"train/{k}", v, run.state.step)
+        run.writer.add_scalar("train/loss", sum(logged.values()), run.state.step)
+        run.writer.add_scalar("train/lr", lr, run.state.step)
+
+
+def end_epoch(run: Run, *, progress: bool) -> None:
+    """After an epoch: lr schedule step, validation (val Rank-1 selects best.pth), last.pth, epoch_N.pth."""
+    s, state = run.cfg.solver, run.state
+    run.scheduler.step()
+    state.epoch += 1
+    metrics = None
+    if run.data.val and (state.epoch % s.evaluate_period == 0 or state.epoch == s.num_epochs):
+        metrics = _validate_epoch(run, progress=progress)
+        if metrics["t2i"]["R1"] > state.best["R1"]:
+            state.best = {"R1": metrics["t2i"]["R1"], "epoch": state.epoch}
+            save_snapshot(run, "best.pth", metrics)
+    elif not run.data.val:
+        state.best = {"R1": -1.0, "epoch": state.epoch}  # no val split: the last epoch is the selected model
+        save_snapshot(run, "best.pth")
+    save_snapshot(run, "last.pth", metrics)
+    if s.checkpoint_period and state.epoch % s.checkpoint_period == 0:
+        save_snapshot(run, f"epoch_{state.epoch:03d}.pth", metrics)
+
+
+def _validate_epoch(run: Run, *, progress: bool) -> dict:
+    """Val metrics after this epoch: logged, metrics/val_epoch_N.json, TensorBoard."""
+    metrics = validate(run.model, run.data.val, run.cfg, run.data, progress)
+    if dist.is_main():
+        log.info("validation after epoch %d:\n%s", run.state.epoch, format_table(metrics))
+        atomic_write_json(run.output_dir / "metrics" / f"val_epoch_{run.state.epoch:03d}.json", metrics)
+        if run.writer:
+            for direction, values in metrics.items():
+                for k, v in values.items():
+                    run.writer.add_scalar(f"val_{direction}/{k}", v, run.state.step)
+    return metrics
+
+
+def save_snapshot(run: Run, name: str, metrics: dict | None = None) -> None:
+    """Write a resumable checkpoint ``name`` (rank 0); every rank's RNG state goes into it."""
+    rngs = _gather_rng_states()
+    if not dist.is_main():
+        return
+    data, state = run.data, run.state
+    save_checkpoint(run.output_dir / name, model=run.model, config=to_dict(run.cfg),
+                    vocab=data.vocab.to_dict() if data.vocab else None, optimizer=run.optimizer,
+                    scheduler=run.scheduler,
+                    extra={"num_classes": data.num_classes, "metrics": metrics or {},
+                           "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+                           "train_state": {"epoch": state.epoch, "step": state.step, "best": state.best,
+                                           "clean": state.clean,
+                                           "sampler": run.sampler.state_dict(), "rng": rngs}})
+
+
+def _close_writer(run: Run) -> None:
+    if run.writer:
+        run.writer.close()
+
+
+# --------------------------------------------------------------------------- after the last epoch
+def final_test(run: Run, *, progress: bool) -> dict:
+    """The model selected on val (best.pth), evaluated once on TEST; writes metrics.json."""
+    best, final = run.state.best, {"best_epoch": run.state.best["epoch"], "val_best_R1": run.state.best["R1"]}
+    if run.data.test:
+        best_ckpt = load_checkpoint(run.output_dir / "best.pth") if dist.is_main() or not dist.is_dist() else None
         if dist.is_dist():
             objs = [best_ckpt["model"] if best_ckpt else None]
             torch.distributed.broadcast_object_list(objs, src=0)
-            model.load_state_dict(objs[0])
+            run.model.load_state_dict(objs[0])
         else:
-            model.load_state_dict(best_ckpt["model"])
-        test_metrics = validate(model, data.test, cfg, data, progress)
+            run.model.load_state_dict(best_ckpt["model"])
+        test_metrics = validate(run.model, run.data.test, run.cfg, run.data, progress)
         final["test"] = test_metrics
-        if main:
+        if dist.is_main():
             print(f"TEST (model selected on val, epoch {best['epoch']}):\n{format_table(test_metrics)}")
-    if main:
-        atomic_write_json(output_dir / "metrics.json", final)
-    return TrainResult(final, model, output_dir)
+    if dist.is_main():
+        atomic_write_json(run.output_dir / "metrics.json", final)
+    return final
 
 
 def _gather_rng_states() -> list:
