@@ -93,7 +93,7 @@ def test_collate_word_ids_text_and_clip(authors_root: Path) -> None:
     assert batch["lengths"].tolist() == [len(r.word_ids) for r in records]
     assert batch["word_ids"][0, : len(records[0].word_ids)].tolist() == list(records[0].word_ids)
     # without them (or when told not to) the captions are tokenised
-    text_batch = collate(items, words, use_word_ids=False)
+    text_batch = collate(items, words, shipped_ids=False)
     assert torch.equal(text_batch["word_ids"], words([r.caption for r in records])["word_ids"])
     clip_batch = collate(items, ClipTokenizer())
     assert clip_batch["tokens"].shape == (4, 77) and "word_ids" not in clip_batch

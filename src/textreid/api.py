@@ -44,6 +44,7 @@ class Encoder:
         config: Any | None = None,
         vocab: Any | None = None,
         checkpoint_path: str | Path | None = None,
+        preprocess: Any | None = None,
     ) -> None:
         self.model = unwrap_model(model)
         if device is not None:
@@ -57,6 +58,7 @@ class Encoder:
         self.transform = transform
         self.config = config
         self.vocab = vocab
+        self.preprocess = preprocess  # the data.preprocess.Preprocess the model was trained with, when known
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
 
     @classmethod
@@ -177,11 +179,8 @@ class Encoder:
 def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Encoder:
     """Load one of our checkpoints (config + vocabulary + weights) as an :class:`Encoder`."""
     from textreid.config import from_dict
-    from textreid.models.build import (
-        build_test_transform,
-        build_text_tokenizer,
-        model_from_state_dict,
-    )
+    from textreid.engine.setup import preprocess_from_checkpoint
+    from textreid.models.build import model_from_state_dict
 
     ckpt = load_checkpoint(path)
     if is_authors_checkpoint(ckpt):
@@ -193,20 +192,17 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     if ckpt.get("format") != FORMAT or not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"{path}: not a textreid checkpoint (format {ckpt.get('format')!r}, expected {FORMAT!r})")
     cfg = from_dict(ckpt["config"])
-    vocab = None
-    if ckpt.get("vocab") is not None:
-        from textreid.data.vocab import Vocabulary
-
-        vocab = Vocabulary.from_dict(ckpt["vocab"], source=f"{path} (vocab)")
+    preprocess = preprocess_from_checkpoint(ckpt, cfg, source=str(path))
     model = model_from_state_dict(cfg, ckpt["model"])
     model.eval()
     return Encoder(
         model,
-        build_text_tokenizer(cfg, vocab),
-        build_test_transform(cfg),
+        preprocess.text_tokenizer(),
+        preprocess.transform(),
         device=device,
         dtype=dtype,
         config=cfg,
-        vocab=vocab,
+        vocab=preprocess.vocab,
         checkpoint_path=path,
+        preprocess=preprocess,
     )

@@ -23,6 +23,23 @@ import yaml
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the authors' default (their torchvision ResNet-50 baseline)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION_TOWERS = ("resnet50", "resnet101")  # image towers whose pixel statistics default to ImageNet's
+
+# string keys whose values are names: matched case-insensitively (stored lower-case); a tuple lists
+# the valid values
+ENUM_KEYS: dict[str, tuple[str, ...] | None] = {
+    "reproduce": ("ours", "authors"),
+    "model.gru.onehot": None,
+    "model.embedding.embed_head": ("simple", "moco"),
+    "dataloader.sampler": ("balanced", "authors"),
+    "input.erase_fill": ("zero", "mean"),
+    "solver.amp": ("auto", "bf16", "fp16", "off"),
+    "test.amp": ("auto", "bf16", "fp16", "off"),
+    "solver.lrscheduler": ("step", "cosine"),
+    "solver.warmup_method": ("linear", "constant"),
+}
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
@@ -130,8 +147,8 @@ class ModelConfig:
     num_classes: int = 0  # identities of the training split; 0 = read from the data
     freeze: bool = False  # freeze both towers (only the heads train)
     weight: str = "imagenet"  # authors' key; "imagenet"/"clip" mean "load MODEL.PRETRAINED"
-    pretrained: str = ""  # local CLIP/ImageNet checkpoint file; "" = random initialisation
-    reinit_linear: bool = False  # reproduce the authors' defect: re-init every nn.Linear after loading
+    pretrained: str = ""  # weight file; "" = where the authors' code reads it (ROOT/pretrained/...); "none" = random
+    reinit_linear: bool = False  # moco head only: the authors' defect, re-init every nn.Linear after loading
     recipe: str = "textreid"  # training recipe: "textreid" (the paper), "irra" or "rde"
     gru: GRUConfig = field(default_factory=GRUConfig)
     resnet: ResNetConfig = field(default_factory=ResNetConfig)
@@ -149,10 +166,11 @@ class ModelConfig:
 class InputConfig:
     height: int = 384  # image height fed to the visual tower
     width: int = 128  # image width
-    pixel_mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
-    pixel_std: list[float] = field(default_factory=lambda: list(CLIP_STD))
+    pixel_mean: list[float] = field(default_factory=list)  # [] = the tower family's (CLIP's, or ImageNet's)
+    pixel_std: list[float] = field(default_factory=list)  # [] = the tower family's
     padding: int = 10  # pad before the random crop (training)
     use_aug: bool = True  # flip + pad/crop + random erasing during training
+    erase_fill: str = "zero"  # random-erasing fill: "zero" (= the mean after normalising) or "mean" (authors')
 
 
 @dataclass
@@ -184,6 +202,7 @@ class DivisionConfig:
 class DataloaderConfig:
     num_workers: int = 4  # loader processes (0 = load in the main process)
     ims_per_id: int = 4  # K captions per identity in a batch (P = batch / K identities)
+    sampler: str = "balanced"  # "balanced": every caption once per epoch; "authors": their floor(n/K) groups
 
 
 @dataclass
@@ -224,6 +243,8 @@ class TestConfig:
     rerank: bool = False  # add the authors' Jaccard re-ranking term
     rerank_k: int = 5  # neighbours in the re-ranking sets
     rerank_alpha: float = 0.05  # weight of the Jaccard term
+    amp: str = "off"  # evaluation precision: "off" (fp32, default on every device), "auto", "bf16", "fp16"
+    every_epoch: bool = False  # also evaluate TEST after every epoch (the authors' protocol: selection on test)
 
 
 @dataclass
@@ -232,6 +253,7 @@ class Config:
     output_dir: str = "output"  # checkpoints, logs, metrics
     dtype: str = "float32"  # authors' key, unused
     amp_verbose: bool = False  # authors' key, unused
+    reproduce: str = "ours"  # "authors": their exact training (sampler, erasing fill, re-init, caption cap, fp32)
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
     datasets: DatasetsConfig = field(default_factory=DatasetsConfig)
@@ -319,6 +341,20 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"config key {key.upper()!r} expects {type_name}, got {value!r}")
 
 
+def _enum(dotted_key: str, value: Any) -> Any:
+    """Names (ENUM_KEYS) lower-cased and checked, so ``ONEHOT YES`` and ``yes`` take the same path."""
+    key = dotted_key.lower()
+    if key not in ENUM_KEYS or not isinstance(value, str):
+        return value
+    value = value.lower()
+    if key == "model.gru.onehot" and value in ("true", "false"):  # unquoted YAML yes/no became a bool
+        value = "yes" if value == "true" else "no"
+    valid = ENUM_KEYS[key]
+    if valid is not None and value not in valid:
+        raise ConfigError(f"config key {dotted_key.upper()} = {value!r}: valid values are {', '.join(valid)}")
+    return value
+
+
 def set_value(cfg: Config, dotted_key: str, value: Any) -> None:
     """Set one dotted key (any case) on ``cfg`` with type checking."""
     node: Any = cfg
@@ -334,7 +370,7 @@ def set_value(cfg: Config, dotted_key: str, value: Any) -> None:
                     raise ConfigError(f"config key {dotted_key!r} is a section, got {value!r}")
                 merge_dict(cfg, value, prefix=".".join(parts) + ".")
                 return
-            setattr(node, name, _coerce(dotted_key, value, hints[name]))
+            setattr(node, name, _enum(dotted_key, _coerce(dotted_key, value, hints[name])))
             return
         node = getattr(node, name)
         if not dataclasses.is_dataclass(node):
@@ -395,7 +431,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except ConfigError as exc:
             raise ConfigError(f"{resolved}: {exc}") from exc
     apply_overrides(cfg, overrides or [])
-    return cfg
+    return resolve(cfg)
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -409,7 +445,41 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 def from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from ``to_dict`` output (e.g. stored in a checkpoint)."""
-    return merge_dict(Config(), data)
+    return resolve(merge_dict(Config(), data))
+
+
+AUTHORS_CAPTION_CAP = 105  # word ids per caption in the authors' training data (their dataset's pad length)
+
+
+def reproduction_settings(cfg: Config) -> dict[str, Any]:
+    """What ``REPRODUCE authors`` sets: each key restores one behaviour of the authors' code."""
+    return {
+        "dataloader.sampler": "authors",  # max(1, floor(n/K)) groups per id, padding by repetition
+        "input.erase_fill": "mean",  # random erasing filled with the un-normalised pixel mean
+        "model.reinit_linear": cfg.model.embedding.embed_head == "moco",  # their moco head re-inits every Linear
+        "model.gru.max_length": AUTHORS_CAPTION_CAP,
+        "solver.amp": "off",  # fp32 training
+        "test.amp": "off",  # fp32 evaluation
+        "test.every_epoch": True,  # test Rank-1 every epoch; its maximum is what they reported
+    }
+
+
+def pixel_stats(cfg: Config) -> tuple[list[float], list[float]]:
+    """INPUT.PIXEL_MEAN / PIXEL_STD, or the tower family's when unset: ImageNet's for torchvision
+    ResNets (the authors' defaults), CLIP's for CLIP towers."""
+    torchvision = cfg.model.visual_model.lower() in TORCHVISION_TOWERS
+    mean = list(cfg.input.pixel_mean) or list(IMAGENET_MEAN if torchvision else CLIP_MEAN)
+    std = list(cfg.input.pixel_std) or list(IMAGENET_STD if torchvision else CLIP_STD)
+    return mean, std
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill what depends on other keys: pixel statistics of the tower family; REPRODUCE authors."""
+    cfg.input.pixel_mean, cfg.input.pixel_std = pixel_stats(cfg)
+    if cfg.reproduce == "authors":
+        for key, value in reproduction_settings(cfg).items():
+            set_value(cfg, key, value)
+    return cfg
 
 
 def dump_yaml(cfg: Config) -> str:

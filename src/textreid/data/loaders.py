@@ -103,20 +103,20 @@ class TextDataset(Dataset):
                 "word_ids": list(r.word_ids) if r.word_ids is not None else None}
 
 
-def tokenize_items(items: Sequence[dict[str, Any]], tokenizer: Tokenizer, use_word_ids: bool = True) -> dict:
+def tokenize_items(items: Sequence[dict[str, Any]], tokenizer: Tokenizer, shipped_ids: bool = False) -> dict:
     """The tokenizer's tensors for a list of items.
 
-    The shipped ids (the authors' ``onehot``) are used when ``use_word_ids``, every item has them
-    and the tokenizer is a WordTokenizer (whose vocabulary must then index the authors' table);
-    otherwise the captions are tokenised.
+    The shipped ids (the authors' ``onehot``) are used when ``shipped_ids`` (the model was trained on
+    them: ``Preprocess.shipped_ids``), every item has them and the tokenizer is a WordTokenizer;
+    otherwise the captions are tokenised, whatever ids the records carry.
     """
-    if (use_word_ids and isinstance(tokenizer, WordTokenizer)
+    if (shipped_ids and isinstance(tokenizer, WordTokenizer)
             and all(it.get("word_ids") is not None for it in items)):
         return tokenizer.from_ids([it["word_ids"] for it in items])
     return tokenizer([it["caption"] for it in items])
 
 
-def collate(items: Sequence[dict[str, Any]], tokenizer: Tokenizer, use_word_ids: bool = True) -> dict:
+def collate(items: Sequence[dict[str, Any]], tokenizer: Tokenizer, shipped_ids: bool = False) -> dict:
     """CaptionDataset items → the training batch dict (see the module docstring)."""
     batch = {
         "images": torch.stack([it["image"] for it in items]),  # [B, 3, H, W]
@@ -124,7 +124,7 @@ def collate(items: Sequence[dict[str, Any]], tokenizer: Tokenizer, use_word_ids:
         "image_ids": torch.tensor([it["image_id"] for it in items], dtype=torch.long),  # [B]
         "indices": torch.tensor([it["index"] for it in items], dtype=torch.long),  # [B]
     }
-    batch.update(tokenize_items(items, tokenizer, use_word_ids))
+    batch.update(tokenize_items(items, tokenizer, shipped_ids))
     return batch
 
 
@@ -134,11 +134,11 @@ def collate_images(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
             "indices": torch.tensor([it["index"] for it in items], dtype=torch.long)}
 
 
-def collate_texts(items: Sequence[dict[str, Any]], tokenizer: Tokenizer, use_word_ids: bool = True) -> dict:
+def collate_texts(items: Sequence[dict[str, Any]], tokenizer: Tokenizer, shipped_ids: bool = False) -> dict:
     """TextDataset items → ``{"person_ids": [B], "indices": [B]}`` + the tokenizer's keys."""
     batch = {"person_ids": torch.tensor([it["person_id"] for it in items], dtype=torch.long),
              "indices": torch.tensor([it["index"] for it in items], dtype=torch.long)}
-    batch.update(tokenize_items(items, tokenizer, use_word_ids))
+    batch.update(tokenize_items(items, tokenizer, shipped_ids))
     return batch
 
 
@@ -194,7 +194,8 @@ def build_train_loader(
     pin_memory: bool,
     rank: int | None = None,
     world_size: int | None = None,
-    use_word_ids: bool = True,
+    shipped_ids: bool = False,
+    grouping: str = "balanced",
 ) -> TrainLoader:
     """Training loader: an IdentitySampler over ``records`` (``batch_size`` is the global batch).
 
@@ -204,12 +205,12 @@ def build_train_loader(
     """
     sampler = IdentitySampler([r.person_id for r in records], batch_size=batch_size,
                               ims_per_id=ims_per_id, seed=seed, rank=rank, world_size=world_size,
-                              with_seeds=True)
+                              with_seeds=True, grouping=grouping)
     generator = torch.Generator().manual_seed(seed * 1000 + sampler.rank)
     return TrainLoader(
         CaptionDataset(records, transform),
         batch_sampler=sampler,
-        collate_fn=functools.partial(collate, tokenizer=tokenizer, use_word_ids=use_word_ids),
+        collate_fn=functools.partial(collate, tokenizer=tokenizer, shipped_ids=shipped_ids),
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
@@ -242,7 +243,7 @@ def build_eval_loaders(
     tokenizer: Tokenizer,
     batch_size: int,
     num_workers: int,
-    use_word_ids: bool = True,
+    shipped_ids: bool = False,
     rank: int = 0,
     world_size: int = 1,
 ) -> EvalLoaders:
@@ -262,6 +263,6 @@ def build_eval_loaders(
     # training RNG untouched by evaluation
     image_loader = DataLoader(images, collate_fn=collate_images, **common)
     text_loader = DataLoader(
-        texts, collate_fn=functools.partial(collate_texts, tokenizer=tokenizer, use_word_ids=use_word_ids),
+        texts, collate_fn=functools.partial(collate_texts, tokenizer=tokenizer, shipped_ids=shipped_ids),
         **common)
     return EvalLoaders(image_loader, text_loader, gallery, queries)

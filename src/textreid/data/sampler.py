@@ -15,6 +15,12 @@ Plan of an epoch, computed identically on every rank from ``(seed, epoch)`` only
    taken, the rest are sampled without replacement with probability proportional to their
    remaining groups, and each chosen identity contributes its next group.
 
+``grouping="authors"`` (``DATALOADER.SAMPLER authors``, part of ``REPRODUCE authors``) plans the
+epoch as the authors' sampler does instead (:func:`authors_epoch`): ``max(1, floor(n/K))`` groups
+per identity, an identity with fewer than K captions padded by repeating each caption, leftovers
+dropped, identities drawn uniformly until fewer than P have groups left — about 3/4 of the captions
+per epoch, so fewer optimizer steps per epoch than ours.
+
 A global batch is P groups; rank r of W takes groups ``[r*P/W, (r+1)*P/W)``, i.e. whole
 identities, so the concatenation of the ranks' batches of step i is the single-process batch i
 and a run can resume on a different number of processes.
@@ -22,10 +28,12 @@ and a run can resume on a different number of processes.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 from textreid import dist
@@ -35,6 +43,45 @@ def sample_seed(seed: int, epoch: int, batch: int, position: int) -> int:
     """A 63-bit seed for one sample's augmentation, a pure function of where it sits in the run."""
     hi, lo = (int(x) for x in np.random.SeedSequence([seed, epoch, batch, position]).generate_state(2))
     return ((hi << 32) | lo) & ((1 << 63) - 1)
+
+
+GROUPINGS = ("balanced", "authors")
+
+
+def authors_epoch(labels: Sequence[int], order: Sequence[int], rng: random.Random, *, ims_per_id: int,
+                  ids_per_batch: int) -> list[list[int]]:
+    """The authors' identity-sampler epoch (their ``TripletSampler``), re-implemented.
+
+    ``order``: the shuffled dataset indices (their RandomSampler's output); ``rng``: draws the
+    identities of each batch (their code uses Python's ``random.sample``). Each identity's captions,
+    in shuffled order, are cut into groups of K with the incomplete last group dropped; an identity
+    with fewer than K captions gets one group made by repeating each caption ``ceil(K/n)`` times and
+    keeping the first K. While at least P identities have groups left, P of them are drawn uniformly
+    (in order of first appearance in the dataset) and each gives its next group. Batches are returned
+    in the order of their first index in ``order``. Unlike their code, identities need not be 0..N-1.
+    """
+    k, p = ims_per_id, ids_per_batch
+    labels = np.asarray(labels, dtype=np.int64)
+    position = np.empty(len(labels), dtype=np.int64)
+    position[np.asarray(order, dtype=np.int64)] = np.arange(len(labels))
+    shuffled = np.asarray(order, dtype=np.int64)
+    groups: dict[int, list[list[int]]] = {}
+    for ident in np.unique(labels):
+        members = shuffled[labels[shuffled] == ident]  # this identity's captions in shuffled order
+        if len(members) < k:
+            members = np.repeat(members, -(-k // len(members)))[:k]
+        groups[int(ident)] = [members[j * k:(j + 1) * k].tolist() for j in range(len(members) // k)]
+    available = list(dict.fromkeys(labels.tolist()))  # first appearance in the dataset
+    batches = []
+    while len(available) >= p:
+        batch: list[int] = []
+        for ident in rng.sample(available, p):
+            batch.extend(groups[ident].pop(0))
+            if not groups[ident]:
+                available.remove(ident)
+        batches.append(batch)
+    batches.sort(key=lambda b: position[b[0]])
+    return batches
 
 
 def max_batches(groups_per_id: np.ndarray, ids_per_batch: int) -> int:
@@ -62,6 +109,7 @@ class IdentitySampler(Sampler[list[int]]):
         rank: int | None = None,
         world_size: int | None = None,
         with_seeds: bool = False,
+        grouping: str = "balanced",
     ) -> None:
         rank = dist.get_rank() if rank is None else rank
         world_size = dist.get_world_size() if world_size is None else world_size
@@ -79,6 +127,9 @@ class IdentitySampler(Sampler[list[int]]):
                 f"({batch_size} / {ims_per_id}), which does not split evenly across {world_size} "
                 f"processes; choose a batch size that is a multiple of {ims_per_id * world_size}"
             )
+        if grouping not in GROUPINGS:
+            raise ValueError(f"IdentitySampler: grouping {grouping!r} is not one of {', '.join(GROUPINGS)} "
+                             "(DATALOADER.SAMPLER)")
         if seed < 0:
             raise ValueError(f"IdentitySampler: seed should be >= 0, got {seed}")
         labels = np.asarray(person_ids, dtype=np.int64)  # [N]
@@ -100,6 +151,8 @@ class IdentitySampler(Sampler[list[int]]):
         # yield (index, augmentation seed) pairs: each sample's random transforms then depend only
         # on (seed, epoch, batch, position), whatever the worker count or a mid-epoch resume
         self.with_seeds = with_seeds
+        self.grouping = grouping
+        self._labels = labels
         self.num_samples = len(labels)
         self.num_identities = len(unique)
         groups = np.array([-(-len(m) // ims_per_id) for m in self._members], dtype=np.int64)
@@ -115,6 +168,10 @@ class IdentitySampler(Sampler[list[int]]):
         """Global batches of ``epoch``: [b, P, K] dataset indices."""
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1]
+        if self.grouping == "authors":
+            plan = self._authors_plan(epoch)
+            self._cache = (epoch, plan)
+            return plan
         rng = np.random.default_rng([self.seed, epoch])
         k, p, b = self.ims_per_id, self.ids_per_batch, self.batches_per_epoch
         groups: list[np.ndarray] = []  # per identity: [c_i, K]
@@ -150,6 +207,15 @@ class IdentitySampler(Sampler[list[int]]):
         self._cache = (epoch, plan)
         return plan
 
+    def _authors_plan(self, epoch: int) -> np.ndarray:
+        """[b, P, K] from :func:`authors_epoch`, its shuffle and draws seeded by (seed, epoch) only."""
+        torch_seed, python_seed = (int(x) for x in np.random.SeedSequence([self.seed, epoch, 1]).generate_state(2))
+        # the authors shuffle with torch.randperm (their RandomSampler)
+        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(torch_seed)).tolist()
+        batches = authors_epoch(self._labels, order, random.Random(python_seed), ims_per_id=self.ims_per_id,
+                                ids_per_batch=self.ids_per_batch)
+        return np.asarray(batches, dtype=np.int64).reshape(len(batches), self.ids_per_batch, self.ims_per_id)
+
     def global_batches(self, epoch: int | None = None) -> list[list[int]]:
         """All global batches of an epoch (every rank's share, concatenated in rank order)."""
         plan = self._plan(self.epoch if epoch is None else epoch)
@@ -178,6 +244,8 @@ class IdentitySampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (the same on every rank; a resumed epoch yields fewer)."""
+        if self.grouping == "authors":  # varies with the epoch's draws
+            return len(self._plan(self.epoch))
         return self.batches_per_epoch
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -230,10 +298,10 @@ class IdentitySampler(Sampler[list[int]]):
                     f"{getattr(self, key)}; the epoch cannot be continued exactly"
                 )
         epoch, consumed = int(state["epoch"]), int(state["consumed"])
-        if not 0 <= consumed <= self.batches_per_epoch:
+        per_epoch = len(self._plan(epoch)) if self.grouping == "authors" else self.batches_per_epoch
+        if not 0 <= consumed <= per_epoch:
             raise ValueError(
-                f"IdentitySampler: saved state says {consumed} batches consumed, but an epoch has "
-                f"{self.batches_per_epoch}"
+                f"IdentitySampler: saved state says {consumed} batches consumed, but an epoch has {per_epoch}"
             )
         self.epoch = epoch
         self._consumed = consumed

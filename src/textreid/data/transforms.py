@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+ERASE_FILLS = ("zero", "mean")
+
 
 def build_transforms(
     *,
@@ -18,17 +20,22 @@ def build_transforms(
     train: bool,
     use_aug: bool = True,
     padding: int = 10,
+    erase_fill: str = "zero",
 ) -> Callable[[Image.Image], torch.Tensor]:
     """The SPEC's pipelines.
 
     Train with ``use_aug``: resize to (height, width) (bilinear, antialiased — torchvision's
     default, as the authors used), horizontal flip p=0.5, pad ``padding`` (zeros) + random crop
-    back to (height, width), to tensor, normalise, random erasing (p=0.5, area 2–40 %, filled with
-    0 = the pixel mean after normalisation; the authors passed the un-normalised mean, a slip).
+    back to (height, width), to tensor, normalise, random erasing (p=0.5, area 2–40 %). The erased
+    patch holds ``erase_fill``: "zero" (default) = the pixel mean after normalisation; "mean" = the
+    UN-normalised ``mean`` values, which is what the authors passed (≈0.48/0.46/0.41 in normalised
+    units; kept for exact reproduction).
     Train without ``use_aug`` and test: resize, to tensor, normalise (deterministic).
     """
     if height < 1 or width < 1:
         raise ValueError(f"build_transforms: height and width should be >= 1, got {height}x{width}")
+    if erase_fill not in ERASE_FILLS:
+        raise ValueError(f"build_transforms: erase_fill {erase_fill!r} is not one of {', '.join(ERASE_FILLS)}")
     if len(mean) != 3 or len(std) != 3:
         raise ValueError(f"build_transforms: mean and std need 3 values, got {list(mean)} / {list(std)}")
     resize = T.Resize((height, width), interpolation=T.InterpolationMode.BILINEAR, antialias=True)
@@ -39,5 +46,6 @@ def build_transforms(
     if padding > 0:
         steps += [T.Pad(padding), T.RandomCrop((height, width))]
     steps += finish
-    steps.append(T.RandomErasing(p=0.5, scale=(0.02, 0.4), value=0))
+    fill = 0 if erase_fill == "zero" else [float(m) for m in mean]
+    steps.append(T.RandomErasing(p=0.5, scale=(0.02, 0.4), value=fill))
     return T.Compose(steps)

@@ -81,12 +81,12 @@ class CleanPairDivision:
     seed: int = 0
 
     def divide(self, model: nn.Module, records: Sequence[Record], *, epoch: int, transform, tokenizer,
-               device: torch.device, amp: str = "auto", use_word_ids: bool = True,
+               device: torch.device, amp: str = "auto", shipped_ids: bool = False,
                channels_last: bool = False) -> torch.Tensor | None:
         if epoch < self.start_epoch:
             return None
         per_pair = self.pair_losses(model, records, epoch=epoch, transform=transform, tokenizer=tokenizer,
-                                    device=device, amp=amp, use_word_ids=use_word_ids, channels_last=channels_last)
+                                    device=device, amp=amp, shipped_ids=shipped_ids, channels_last=channels_last)
         votes = [split_clean(clean_probability(v, max_iter=self.gmm_max_iter, tol=self.gmm_tol,
                                                reg_covar=self.gmm_reg_covar, seed=self.seed))
                  for v in per_pair.values()]
@@ -97,7 +97,7 @@ class CleanPairDivision:
 
     @torch.no_grad()
     def pair_losses(self, model: nn.Module, records: Sequence[Record], *, epoch: int, transform, tokenizer,
-                    device: torch.device, amp: str, use_word_ids: bool, channels_last: bool) -> dict[str, np.ndarray]:
+                    device: torch.device, amp: str, shipped_ids: bool, channels_last: bool) -> dict[str, np.ndarray]:
         """Per-pair TAL ``{embedding name: [N]}`` over batches of shuffled pairs (this process: every
         world-size-th batch; the vectors are gathered from all processes)."""
         core = unwrap_model(model)
@@ -107,7 +107,7 @@ class CleanPairDivision:
         batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(records), self.batch_size)]
         mine = batches[dist.get_rank()::dist.get_world_size()]
         loader = DataLoader(CaptionDataset(records, transform), batch_sampler=mine,
-                            collate_fn=functools.partial(collate, tokenizer=tokenizer, use_word_ids=use_word_ids),
+                            collate_fn=functools.partial(collate, tokenizer=tokenizer, shipped_ids=shipped_ids),
                             generator=torch.Generator().manual_seed(0))
         found: dict[str, list[tuple[list[int], list[float]]]] = {}
         for batch in loader:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from textreid import dist
 from textreid.data.loaders import build_eval_loaders
+from textreid.data.preprocess import Preprocess
 from textreid.data.records import Record
 from textreid.embeddings import normalise
 from textreid.engine.runtime import autocast, init_distributed, setup_logging
@@ -28,16 +29,21 @@ log = logging.getLogger("textreid")
 
 
 @torch.inference_mode()
-def embed_split(model: nn.Module, records: list[Record], *, transform, tokenizer, batch_size: int = 128,
-                num_workers: int = 0, amp: str = "auto", use_word_ids: bool = True, channels_last: bool = False,
+def embed_split(model: nn.Module, records: list[Record], *, preprocess: Preprocess, batch_size: int = 128,
+                num_workers: int = 0, amp: str = "off", channels_last: bool = False,
                 progress: bool = False) -> dict[str, torch.Tensor]:
-    """Raw (un-normalised) embeddings of a split's unique images and of all its captions."""
+    """Raw (un-normalised) embeddings of a split's unique images and of all its captions.
+
+    ``preprocess``: the spec the model was trained with (test transform, tokenizer, whether shipped
+    word ids are fed). ``amp``: "off" = fp32 (TEST.AMP's default on every device).
+    """
     core = unwrap_model(model)
     device = next(core.parameters()).device
     was_training = core.training
     core.eval()
-    loaders = build_eval_loaders(records, transform=transform, tokenizer=tokenizer, batch_size=batch_size,
-                                 num_workers=num_workers, use_word_ids=use_word_ids, rank=dist.get_rank(),
+    loaders = build_eval_loaders(records, transform=preprocess.transform(), tokenizer=preprocess.text_tokenizer(),
+                                 batch_size=batch_size, num_workers=num_workers,
+                                 shipped_ids=preprocess.shipped_ids, rank=dist.get_rank(),
                                  world_size=dist.get_world_size())
     image_feats, text_feats = [], []
     for batch in tqdm(loaders.image_loader, desc="embed images", disable=not progress, leave=False):
@@ -62,13 +68,13 @@ def embed_split(model: nn.Module, records: list[Record], *, transform, tokenizer
     }
 
 
-def evaluate_split(model: nn.Module, records: list[Record], *, transform, tokenizer, batch_size: int = 128,
-                   num_workers: int = 0, amp: str = "auto", use_word_ids: bool = True, channels_last: bool = False,
+def evaluate_split(model: nn.Module, records: list[Record], *, preprocess: Preprocess, batch_size: int = 128,
+                   num_workers: int = 0, amp: str = "off", channels_last: bool = False,
                    rerank: bool = False, rerank_k: int = 5,
                    rerank_alpha: float = 0.05, progress: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
     """Metrics for both directions (and re-ranked ones when asked), plus the features."""
-    feats = embed_split(model, records, transform=transform, tokenizer=tokenizer, batch_size=batch_size,
-                        num_workers=num_workers, amp=amp, use_word_ids=use_word_ids,
+    feats = embed_split(model, records, preprocess=preprocess, batch_size=batch_size,
+                        num_workers=num_workers, amp=amp,
                         channels_last=channels_last, progress=progress)
     results = evaluate(feats["text_feats"].cpu(), feats["text_pids"], feats["image_feats"].cpu(), feats["image_pids"],
                        rerank=rerank, k=rerank_k, alpha=rerank_alpha)
@@ -92,13 +98,13 @@ def test(cfg, *, checkpoint_file: str, output_dir: Path, rerank: bool = False, s
     init_distributed(device)
     output_dir = Path(output_dir)
     setup_logging(output_dir / "test.log" if dist.is_main() else None)
-    model, data, transform = load_model_for_eval(cfg, checkpoint_file, device=device, split=split)
+    model, data = load_model_for_eval(cfg, checkpoint_file, device=device, split=split)
     records = data.test if split == "test" else data.val
     if not records:
         raise ValueError(f"the {split} split of {cfg.datasets.test if split == 'test' else cfg.datasets.val} is empty")
-    results, feats = evaluate_split(model, records, transform=transform, tokenizer=data.tokenizer,
+    results, feats = evaluate_split(model, records, preprocess=data.preprocess,
                                     batch_size=cfg.test.ims_per_batch, num_workers=cfg.dataloader.num_workers,
-                                    amp=cfg.solver.amp, use_word_ids=cfg.datasets.use_onehot, rerank=rerank,
+                                    amp=cfg.test.amp, rerank=rerank,
                                     rerank_k=cfg.test.rerank_k,
                                     rerank_alpha=cfg.test.rerank_alpha, progress=progress)
     if dist.is_main():

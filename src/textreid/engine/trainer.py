@@ -29,7 +29,6 @@ from tqdm import tqdm
 from textreid import dist
 from textreid.config import Config, dump_yaml, to_dict, validate_config
 from textreid.data.loaders import build_train_loader
-from textreid.data.transforms import build_transforms
 from textreid.engine.division import build_division
 from textreid.engine.evaluator import evaluate_split
 from textreid.engine.optim import build_optimizer, build_scheduler
@@ -44,7 +43,6 @@ from textreid.engine.runtime import (
 from textreid.engine.setup import RunData, build_model_for_training, prepare_data
 from textreid.fileio import atomic_write_json
 from textreid.metrics import format_table
-from textreid.models.build import build_test_transform
 from textreid.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from textreid.models.recipes import FRESH_MODULES, build_criterion
 
@@ -80,9 +78,9 @@ class _Interrupt:
 
 def validate(model: nn.Module, records, cfg: Config, data: RunData, progress: bool) -> dict:
     """Both directions' metrics on ``records`` (re-ranked too when TEST.RERANK)."""
-    results, _ = evaluate_split(model, records, transform=build_test_transform(cfg), tokenizer=data.tokenizer,
+    results, _ = evaluate_split(model, records, preprocess=data.preprocess,
                                 batch_size=cfg.test.ims_per_batch, num_workers=cfg.dataloader.num_workers,
-                                amp=cfg.solver.amp, use_word_ids=cfg.datasets.use_onehot,
+                                amp=cfg.test.amp,
                                 channels_last=cfg.solver.channels_last, rerank=cfg.test.rerank, rerank_k=cfg.test.rerank_k,
                                 rerank_alpha=cfg.test.rerank_alpha, progress=progress)
     return results
@@ -217,13 +215,11 @@ def _build_optimization(cfg: Config, model: nn.Module, dev: torch.device) -> tup
 
 def _build_loader(cfg: Config, data: RunData, dev: torch.device) -> DataLoader:
     """Identity-sampled training batches with the training augmentation."""
-    train_tf = build_transforms(height=cfg.input.height, width=cfg.input.width, mean=cfg.input.pixel_mean,
-                                std=cfg.input.pixel_std, train=True, use_aug=cfg.input.use_aug,
-                                padding=cfg.input.padding)
-    return build_train_loader(data.train, transform=train_tf, tokenizer=data.tokenizer,
+    return build_train_loader(data.train, transform=data.preprocess.transform(train=True), tokenizer=data.tokenizer,
                               batch_size=cfg.solver.ims_per_batch, ims_per_id=cfg.dataloader.ims_per_id,
                               seed=cfg.solver.seed, num_workers=cfg.dataloader.num_workers,
-                              pin_memory=dev.type == "cuda", use_word_ids=cfg.datasets.use_onehot)
+                              pin_memory=dev.type == "cuda", shipped_ids=data.preprocess.shipped_ids,
+                              grouping=cfg.dataloader.sampler)
 
 
 def resume(run: Run, path: str) -> None:
@@ -251,8 +247,8 @@ def train_epoch(run: Run, *, interrupt: _Interrupt, stop_after_steps: int | None
     run.sampler.set_epoch(run.state.epoch)
     if run.division and run.sampler.state_dict().get("consumed", 0) == 0:  # not when resuming mid-epoch
         run.state.clean = run.division.divide(
-            run.model, run.data.train, epoch=run.state.epoch, transform=build_test_transform(run.cfg),
-            tokenizer=run.data.tokenizer, device=run.device, amp=s.amp, use_word_ids=run.cfg.datasets.use_onehot,
+            run.model, run.data.train, epoch=run.state.epoch, transform=run.data.preprocess.transform(),
+            tokenizer=run.data.tokenizer, device=run.device, amp=s.amp, shipped_ids=run.data.preprocess.shipped_ids,
             channels_last=s.channels_last)
     run.model.train()
     bar = tqdm(total=len(run.sampler), initial=run.sampler.state_dict().get("consumed", 0),
@@ -350,7 +346,7 @@ def save_snapshot(run: Run, name: str, metrics: dict | None = None) -> None:
         return
     data, state = run.data, run.state
     save_checkpoint(run.output_dir / name, model=run.model, config=to_dict(run.cfg),
-                    vocab=data.vocab.to_dict() if data.vocab else None, optimizer=run.optimizer,
+                    preprocess=data.preprocess, optimizer=run.optimizer,
                     scheduler=run.scheduler,
                     extra={"num_classes": data.num_classes, "metrics": metrics or {},
                            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,

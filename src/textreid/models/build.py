@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from textreid.models.recipes import recipe_model_parts
 from textreid.models.textreid import TextReID
 from textreid.models.visual import build_visual_tower, visual_family
 
+log = logging.getLogger("textreid")
+
 
 @dataclass(frozen=True)
 class TextTowerSpec:
@@ -26,20 +29,75 @@ class TextTowerSpec:
     tokenizer: str  # "words" (WordTokenizer) or "clip_bpe" (ClipTokenizer)
 
 
-def _pretrained_path(cfg: Config) -> str:
-    """MODEL.PRETRAINED (or the authors' MODEL.RESNET.PRETRAINED), relative paths tried under ROOT too."""
+# Where the authors' code reads each tower's weights (their YAMLs never name the file), relative to
+# ROOT; the first existing candidate is loaded. torchvision ResNets are also looked up, under the
+# same names, in torch.hub's cache ($TORCH_HOME/hub/checkpoints), where torchvision keeps the files it
+# downloaded. Nothing is ever downloaded.
+_CLIP_FILES = {
+    "m_resnet50": "RN50.pt", "m_resnet": "RN50.pt", "m_resnet101": "RN101.pt", "m_resnet50x4": "RN50x4.pt",
+    "m_resnet50x16": "RN50x16.pt", "m_resnet50x64": "RN50x64.pt", "clip_vit_b32": "ViT-B-32.pt",
+    "clip_vit_b16": "ViT-B-16.pt", "clip_vit_l14": "ViT-L-14.pt",
+}
+# their code's file first (resnet50-19c8e357.pth), then torchvision's current ImageNet-1k v1 file
+_TORCHVISION_FILES = {
+    "resnet50": ("resnet50-19c8e357.pth", "resnet50-0676ba61.pth"),
+    "resnet101": ("resnet101-5d3b4d8f.pth", "resnet101-63fe2227.pth"),
+}
+_TORCHVISION_URL = "https://download.pytorch.org/models/"
+
+
+def default_weight_files(visual_model: str, root: str | Path) -> list[Path]:
+    """Where the weights of ``visual_model`` are looked for when MODEL.PRETRAINED is unset, in order."""
+    root = Path(root).expanduser()
+    if visual_model in _CLIP_FILES:
+        return [root / "pretrained" / "clip" / _CLIP_FILES[visual_model]]
+    names = _TORCHVISION_FILES.get(visual_model, ())
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    return [root / "pretrained" / "torchvision" / n for n in names] + [hub / n for n in names]
+
+
+def _how_to_obtain(visual_model: str) -> str:
+    if visual_model in _CLIP_FILES:
+        return (f"copy OpenAI's CLIP {_CLIP_FILES[visual_model]} there (the file openai/CLIP's clip.load "
+                f"downloads into ~/.cache/clip)")
+    first = _TORCHVISION_FILES[visual_model][0]
+    return f"download {_TORCHVISION_URL}{first} there"
+
+
+def pretrained_path(cfg: Config) -> str:
+    """The weight file the towers start from, "" for random initialisation (MODEL.PRETRAINED none).
+
+    MODEL.PRETRAINED (or the authors' MODEL.RESNET.PRETRAINED) names a file, relative paths tried
+    under ROOT too; unset, the file is looked for where the authors' code reads it
+    (:func:`default_weight_files`). A missing file is an error naming where it was looked for.
+    """
     path = cfg.model.pretrained or cfg.model.resnet.pretrained
-    if not path:
+    if path.lower() == "none":
+        log.info("MODEL.PRETRAINED none: the towers start from random initialisation")
         return ""
-    p = Path(path).expanduser()
-    if not p.is_absolute() and not p.exists() and (Path(cfg.root) / p).exists():
-        p = Path(cfg.root) / p
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"MODEL.PRETRAINED = {path!r}: file not found (also tried under ROOT = {cfg.root!r}); "
-            "give a local CLIP checkpoint (e.g. RN50.pt) or '' for random initialisation"
-        )
-    return str(p)
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_absolute() and not p.exists() and (Path(cfg.root) / p).exists():
+            p = Path(cfg.root) / p
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"MODEL.PRETRAINED = {path!r}: file not found (also tried under ROOT = {cfg.root!r}); "
+                "give a local CLIP/torchvision weight file, or 'none' for random initialisation"
+            )
+        return str(p)
+    name = cfg.model.visual_model
+    candidates = default_weight_files(name, cfg.root)
+    if not candidates:
+        raise FileNotFoundError(f"MODEL.VISUAL_MODEL {name!r} has no default weight file: set MODEL.PRETRAINED "
+                                f"to a local file, or 'none' for random initialisation")
+    for c in candidates:
+        if c.is_file():
+            log.info("MODEL.PRETRAINED unset: loading %s (where the authors' code reads %s weights)", c, name)
+            return str(c)
+    raise FileNotFoundError(
+        f"{candidates[0]} not found: MODEL.VISUAL_MODEL {name!r} starts from it, as in the authors' code "
+        f"({_how_to_obtain(name)}), or set MODEL.PRETRAINED to another file, or MODEL.PRETRAINED none for "
+        "random initialisation")
 
 
 def _build_bigru(
@@ -145,7 +203,7 @@ def build_model(
     classes = num_classes if num_classes > 0 else m.num_classes
     if classes < 1:
         raise ValueError("number of identities unknown: pass num_classes from the training data or set MODEL.NUM_CLASSES")
-    pretrained = _pretrained_path(cfg) if load_pretrained else ""
+    pretrained = pretrained_path(cfg) if load_pretrained else ""
     visual = build_visual_tower(
         m.visual_model, image_size=(cfg.input.height, cfg.input.width), pretrained=pretrained, **_visual_sizes(cfg)
     )
@@ -165,7 +223,11 @@ def build_model(
         **recipe_model_parts(cfg, joint_width=e.feature_size or textual.out_dim),
     )
     if m.reinit_linear and load_pretrained:
-        model.reinit_linear_like_authors()
+        if e.embed_head == "moco":  # the authors' re-initialisation lives in their moco head only
+            model.reinit_linear_like_authors()
+            log.info("MODEL.REINIT_LINEAR: every nn.Linear re-initialised after loading (the authors' moco head)")
+        else:
+            log.info("MODEL.REINIT_LINEAR ignored: the authors re-initialise only under the moco head")
     return model
 
 
@@ -192,28 +254,3 @@ def model_from_state_dict(cfg: Config, state_dict: dict[str, torch.Tensor]) -> T
     )
     model.load_state_dict(state_dict, strict=True)
     return model
-
-
-def build_text_tokenizer(cfg: Config, vocab: Any | None) -> Callable[[list[str]], dict[str, torch.Tensor]]:
-    """The tokenizer matching the text tower of ``cfg`` (``vocab``: a ``Vocabulary`` for word ids)."""
-    from textreid.data.text import build_tokenizer
-
-    kind = tokenizer_kind(cfg)
-    if kind == "words" and vocab is None:
-        raise ValueError("the BiGRU text tower needs the word vocabulary; none was given (or stored in the checkpoint)")
-    return build_tokenizer(
-        kind,
-        vocab=vocab,
-        max_length=cfg.model.gru.max_length,
-        context_length=cfg.model.text_transformer.context_length,
-    )
-
-
-def build_test_transform(cfg: Config) -> Callable[[Any], torch.Tensor]:
-    """The evaluation image transform of ``cfg`` (resize + normalise)."""
-    from textreid.data.transforms import build_transforms
-
-    i = cfg.input
-    return build_transforms(
-        height=i.height, width=i.width, mean=list(i.pixel_mean), std=list(i.pixel_std), train=False
-    )

@@ -2,7 +2,7 @@
 
 Our format is one ``torch.save`` dict::
 
-    {"format": "textreid-v1", "config": {...}, "vocab": {...} | None, "model": state_dict,
+    {"format": "textreid-v1", "config": {...}, "preprocess": {...}, "vocab": None, "model": state_dict,
      "optimizer": state_dict | None, "scheduler": state_dict | None, **extra}
 
 The authors' files hold ``{"model", "optimizer", "scheduler", "iteration", "epoch"}`` with the model
@@ -25,7 +25,7 @@ from textreid.fileio import atomic_open
 from textreid.models.state_dict import diff_state_dicts, strip_prefix, unwrap_model
 
 FORMAT = "textreid-v1"
-_RESERVED = ("format", "config", "vocab", "model", "optimizer", "scheduler")
+_RESERVED = ("format", "config", "preprocess", "vocab", "model", "optimizer", "scheduler")
 _AUTHORS_PREFIXES = ("visual_model.", "textual_model.", "embed_model.")
 # buffers the authors' files never contain: the builder fills them from the dataset's .npy table
 AUTHORS_ABSENT = ("textual.word_table", "t_encoder_k.word_table")
@@ -40,12 +40,17 @@ def save_checkpoint(
     *,
     model: nn.Module,
     config: dict[str, Any] | Any,
-    vocab: dict[str, Any] | None,
+    vocab: dict[str, Any] | None = None,
+    preprocess: Any | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write our checkpoint to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write our checkpoint to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    ``preprocess``: the run's ``data.preprocess.Preprocess`` (or its ``to_dict()``), which holds the
+    vocabulary; ``vocab`` is only for files without one (older layout).
+    """
     path = Path(path)
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(_RESERVED))
@@ -56,6 +61,7 @@ def save_checkpoint(
     data = {
         "format": FORMAT,
         "config": config,
+        "preprocess": preprocess.to_dict() if hasattr(preprocess, "to_dict") else preprocess,
         "vocab": vocab,
         "model": unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
