@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import textreid
-from textreid.config import Config, to_dict
+from textreid.config import CLIP_MEAN, CLIP_STD, Config, to_dict
 from textreid.data.text import ClipTokenizer, WordTokenizer
 from textreid.data.transforms import build_transforms
 from textreid.data.vocab import Vocabulary
@@ -23,6 +23,7 @@ CAPTIONS = ["a woman in a red coat", "a man with black trousers and a white bag"
 
 def _cfg(text: str = "bigru") -> Config:
     cfg = Config()
+    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
     cfg.input.height, cfg.input.width = 32, 16
     r = cfg.model.resnet
     r.layers, r.width, r.heads, r.output_dim, r.res5_stride = [1, 1, 1, 1], 8, 2, 16, 1
@@ -75,7 +76,7 @@ def test_load_and_encode_match_model_by_hand(saved: tuple[Path, torch.nn.Module,
     emb = enc.encode_images(images, batch_size=2)
     assert emb.shape == (3, 12)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(3))
-    transform = build_transforms(height=32, width=16, mean=Config().input.pixel_mean, std=Config().input.pixel_std, train=False)
+    transform = build_transforms(height=32, width=16, mean=CLIP_MEAN, std=CLIP_STD, train=False)
     pil = [images[0], images[1].convert("RGB"), Image.open(images[2]).convert("RGB")]
     with torch.no_grad():
         by_hand = F.normalize(model.embed_images(torch.stack([transform(im) for im in pil])), dim=1)

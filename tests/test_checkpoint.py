@@ -26,6 +26,7 @@ TABLE = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
 
 def _cfg(head: str) -> Config:
     cfg = Config()
+    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
     cfg.input.height, cfg.input.width = 32, 16
     r = cfg.model.resnet
     r.layers, r.width, r.heads, r.output_dim, r.res5_stride = [1, 1, 1, 1], 8, 2, 16, 1

@@ -202,6 +202,7 @@ def test_freeze_towers() -> None:
 # --------------------------------------------------------------------------- builder
 def _tiny_cfg(head: str = "moco", text: str = "bigru", onehot: str = "clip_vit") -> Config:
     cfg = Config()
+    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
     cfg.input.height, cfg.input.width = 64, 32
     r = cfg.model.resnet
     r.layers, r.width, r.heads, r.output_dim, r.res5_stride = [1, 1, 1, 1], 8, 2, 16, 1

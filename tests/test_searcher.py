@@ -198,6 +198,7 @@ def test_real_tiny_checkpoint_end_to_end(tmp_path: Path) -> None:
 
     captions = ["a woman in a red coat", "a man in black trousers with a white bag"]
     cfg = Config()
+    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
     cfg.input.height, cfg.input.width = 32, 16
     r = cfg.model.resnet
     r.layers, r.width, r.heads, r.output_dim, r.res5_stride = [1, 1, 1, 1], 8, 2, 16, 1

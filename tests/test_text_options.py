@@ -47,12 +47,12 @@ def test_vocab_command_then_train_on_raw_captions(synth_root: Path, tmp_path: Pa
     result = train(cfg, output_dir=tmp_path / "run", device="cpu", progress=False)
     assert set(result.metrics["test"]) == {"t2i", "i2t"}
     ckpt = load_checkpoint(tmp_path / "run" / "best.pth")
-    assert ckpt["vocab"]["words"] == vocab.words
+    assert ckpt["preprocess"]["vocab"]["words"] == vocab.words
     assert torch.equal(ckpt["model"]["textual.word_table"], torch.from_numpy(table))
 
 
 def test_beyond_the_paper_config_trains(synth_root: Path, tmp_path: Path) -> None:
-    tiny = ["MODEL.PRETRAINED", "", "MODEL.VIT.WIDTH", "32", "MODEL.VIT.LAYERS", "1", "MODEL.VIT.HEADS", "2",
+    tiny = ["MODEL.PRETRAINED", "none", "MODEL.VIT.WIDTH", "32", "MODEL.VIT.LAYERS", "1", "MODEL.VIT.HEADS", "2",
             "MODEL.VIT.OUTPUT_DIM", "32", "MODEL.TEXT_TRANSFORMER.WIDTH", "32", "MODEL.TEXT_TRANSFORMER.LAYERS",
             "1", "MODEL.TEXT_TRANSFORMER.HEADS", "2", "MODEL.TEXT_TRANSFORMER.OUTPUT_DIM", "32",
             "MODEL.TEXT_TRANSFORMER.CONTEXT_LENGTH", "48", "MODEL.EMBEDDING.FEATURE_SIZE", "32",

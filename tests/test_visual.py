@@ -274,6 +274,7 @@ def test_config_sizes_reach_the_family_of_the_tower():
     from textreid.models.build import build_model
 
     cfg = Config()
+    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
     cfg.input.height, cfg.input.width = 64, 32
     cfg.model.visual_model = "clip_vit_b16"
     v = cfg.model.vit
@@ -285,6 +286,7 @@ def test_config_sizes_reach_the_family_of_the_tower():
     with pytest.raises(ValueError, match=r"MODEL.RESNET.WIDTH = 8"):
         build_model(cfg, num_classes=3, vocab_size=10, word_table=None)
     cfg = Config()
+    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
     cfg.model.vit.patch_size = 16
     with pytest.raises(ValueError, match=r"'m_resnet50' does not use MODEL.VIT.PATCH_SIZE = 16"):
         build_model(cfg, num_classes=3, vocab_size=10, word_table=None)

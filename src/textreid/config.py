@@ -60,6 +60,7 @@ class GRUConfig:
     num_layer: int = 1  # GRU layers
     word_table: str = ""  # .npy [V, E] word-vector table; "" = <dataset dir>/clip_vocab_vit.npy
     exact_max: bool = False  # True: max over valid steps only; False: authors' max(0, max_t h_t) quirk
+    batch_max: bool = False  # True: the authors' exact batch-dependent max over zero-padded outputs (REPRODUCE authors)
 
 
 @dataclass
@@ -458,6 +459,7 @@ def reproduction_settings(cfg: Config) -> dict[str, Any]:
         "input.erase_fill": "mean",  # random erasing filled with the un-normalised pixel mean
         "model.reinit_linear": cfg.model.embedding.embed_head == "moco",  # their moco head re-inits every Linear
         "model.gru.max_length": AUTHORS_CAPTION_CAP,
+        "model.gru.batch_max": True,  # their max over the batch's zero-padded GRU outputs
         "solver.amp": "off",  # fp32 training
         "test.amp": "off",  # fp32 evaluation
         "test.every_epoch": True,  # test Rank-1 every epoch; its maximum is what they reported

@@ -110,6 +110,7 @@ def _build_bigru(
         num_layers=g.num_layer,
         dropout=1.0 - g.dropout_keep_prob,
         exact_max=g.exact_max,
+        batch_max=g.batch_max,
     )
     if g.onehot.lower() == "yes":
         words = vocab_size if vocab_size > 0 else g.vocabulary_size

@@ -31,9 +31,11 @@ class BiGRUTower(nn.Module):
         dropout: float = 0.0,
         word_table: torch.Tensor | np.ndarray | None = None,
         exact_max: bool = False,
+        batch_max: bool = False,
     ) -> None:
         super().__init__()
         self.exact_max = exact_max
+        self.batch_max = batch_max  # the authors' exact, batch-dependent max (REPRODUCE authors)
         self.embed: nn.Module | None
         if word_table is None:
             if vocab_size < 1:
@@ -96,6 +98,11 @@ class BiGRUTower(nn.Module):
         x = self.word_vectors(word_ids)  # [B, L, E]
         packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
+        if self.batch_max:
+            # exactly the authors': max over the output zero-padded to the batch's longest caption,
+            # so a caption's feature depends on the batch it is in
+            h, _ = pad_packed_sequence(out, batch_first=True, padding_value=0.0)  # [B, T, 2H]
+            return h.max(dim=1).values
         # padding with -inf makes the max run over valid steps only
         h, _ = pad_packed_sequence(out, batch_first=True, padding_value=float("-inf"))  # [B, T, 2H]
         feat = h.max(dim=1).values  # [B, 2H]

@@ -1,0 +1,274 @@
+"""Side by side with the authors' code: the same inputs through theirs and ours, max deltas printed.
+
+    python benchmarks/parity_authors.py --authors-repo /path/to/TextReID [--steps 20] [--work-dir DIR]
+
+Their ``lib/`` is imported unchanged from ``--authors-repo`` (``authors_code.AuthorsCode``; ``.cuda()``
+redirected at run time). Both models are built from their unchanged YAML
+(``moco_gru_cliprn50_ls_bs128_2048``) with small sizes given as overrides (input 128x64, 8 ids,
+queue 32), ``REPRODUCE authors`` on ours, and the same random CLIP RN50 file under
+``ROOT/pretrained/clip/RN50.pt`` plus a random word table under ``ROOT/datasets/cuhkpedes`` (nothing
+is downloaded). Our model then takes their initial weights (their key encoders and linear layers are
+re-initialised by their moco head) through our importer of their checkpoints.
+
+Checks: towers (eval), one training step (losses, gradients, key encoders, queues), ``--steps``
+training steps with each side's optimizer on the same batches (final weights), the LR schedule of
+the full 80-epoch run, their identity sampler's epoch against ours under ``DATALOADER.SAMPLER
+authors``, and evaluation metrics with and without re-ranking. Runs on CPU in a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from authors_code import AuthorsCode  # noqa: E402
+
+from textreid.config import load_config  # noqa: E402
+from textreid.data.sampler import IdentitySampler, authors_epoch  # noqa: E402
+from textreid.engine.optim import build_optimizer, build_scheduler  # noqa: E402
+from textreid.metrics import evaluate  # noqa: E402
+from textreid.models.build import build_model  # noqa: E402
+from textreid.models.checkpoint import convert_authors_state_dict  # noqa: E402
+
+YAML = "configs/cuhkpedes/moco_gru_cliprn50_ls_bs128_2048.yaml"
+IDS, PER_ID, VOCAB = 8, 2, 64
+SIZES = ["INPUT.HEIGHT", 128, "INPUT.WIDTH", 64, "MODEL.NUM_CLASSES", IDS, "MODEL.MOCO.K", 32,
+         "SOLVER.IMS_PER_BATCH", IDS * PER_ID]
+ROWS: list[tuple[str, float, str]] = []
+
+
+def report(name: str, value: float, note: str = "") -> None:
+    ROWS.append((name, value, note))
+    print(f"{name:<64} {value:>10.3e}  {note}", flush=True)
+
+
+def make_root(work: Path) -> Path:
+    """ROOT with a random CLIP RN50 TorchScript file (as OpenAI ships RN50.pt) and a word table."""
+    clip_file = work / "pretrained" / "clip" / "RN50.pt"
+    if not clip_file.is_file():
+        import open_clip
+
+        clip_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        clip = open_clip.create_model("RN50", pretrained=None).eval()
+        with torch.no_grad():  # CLIP zero-inits each block's last BN: randomise so every weight matters
+            for m in clip.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
+                    m.running_mean.normal_(0, 0.1)
+                    m.running_var.uniform_(0.5, 1.5)
+        clip.register_buffer("input_resolution", torch.tensor(224))
+        for name in ("context_length", "vocab_size"):
+            value = getattr(clip, name)
+            delattr(clip, name)
+            clip.register_buffer(name, torch.tensor(value))
+        torch.jit.save(torch.jit.script(clip), str(clip_file))
+    table = work / "datasets" / "cuhkpedes" / "clip_vocab_vit.npy"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    np.save(table, np.random.default_rng(0).standard_normal((VOCAB, 512)).astype(np.float32))
+    return work
+
+
+def build_pair(ac: AuthorsCode, root: Path):
+    """Their model and ours (REPRODUCE authors) holding the same weights."""
+    their_cfg = ac.config(YAML, ["ROOT", str(root), *SIZES])
+    torch.manual_seed(0)
+    theirs = ac.build_model(their_cfg)
+    cfg = load_config(ac.repo / YAML, ["ROOT", str(root), *map(str, SIZES), "REPRODUCE", "authors",
+                                        "SOLVER.CHANNELS_LAST", "false"])
+    table = np.load(root / "datasets" / "cuhkpedes" / "clip_vocab_vit.npy")
+    ours = build_model(cfg, num_classes=IDS, vocab_size=VOCAB, word_table=table)
+    missing, unexpected = ours.load_state_dict(convert_authors_state_dict(theirs.state_dict(), head="moco"),
+                                               strict=False)
+    assert not unexpected and all(k.endswith("word_table") for k in missing), (missing, unexpected)
+    return theirs, ours, their_cfg, cfg
+
+
+def make_batch(ac: AuthorsCode, seed: int):
+    """IDS ids x PER_ID captions: images, their Caption objects, our tokens."""
+    g = torch.Generator().manual_seed(seed)
+    pids = torch.arange(IDS).repeat_interleave(PER_ID)
+    images = torch.randn(len(pids), 3, 128, 64, generator=g)
+    lengths = torch.randint(3, 30, (len(pids),), generator=g)
+    word_ids = [torch.randint(1, VOCAB, (int(n),), generator=g).tolist() for n in lengths]
+    padded = torch.zeros(len(pids), int(lengths.max()), dtype=torch.long)
+    for i, ids in enumerate(word_ids):
+        padded[i, : len(ids)] = torch.tensor(ids)
+    ours = {"images": images, "person_ids": pids, "word_ids": padded, "lengths": lengths}
+    return images, ac.captions(word_ids, pids.tolist()), ours
+
+
+def max_delta(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().double() - b.detach().double()).abs().max())
+
+
+def check_towers(ac, theirs, ours) -> None:
+    theirs.eval(), ours.eval()
+    images, captions, batch = make_batch(ac, 1)
+    with torch.no_grad():
+        report("visual tower (CLIP RN50 from RN50.pt), eval", max_delta(theirs.visual_model(images),
+                                                                       ours.visual(images)))
+        t_theirs = theirs.textual_model(captions)
+        report("text tower (BiGRU, their batch max), eval", max_delta(t_theirs, ours.textual(batch)))
+        ours.textual.batch_max = False  # our default: max(0, max over valid steps), batch-independent
+        t_ours = ours.textual(batch)
+        ours.textual.batch_max = True
+    shorter = batch["lengths"] < batch["lengths"].max()
+    report("text tower, our default max, captions shorter than the longest", max_delta(t_theirs[shorter],
+                                                                                      t_ours[shorter]))
+    report("text tower, our default max, the batch's longest caption", max_delta(t_theirs[~shorter],
+                                                                               t_ours[~shorter]),
+           "can differ only where all its steps are < 0 (ours clamps at 0)")
+    with torch.no_grad():
+        v_t, t_t = theirs(images, captions)
+        v_o, t_o = ours.embed_images(images), ours.embed_texts(batch)
+    report("embeddings (image, text), eval", max(max_delta(v_t, v_o), max_delta(t_t, t_o)))
+
+
+KEY_ENCODERS = ("v_encoder_k.", "t_encoder_k.")
+
+
+def _is_key_buffer(key: str) -> bool:
+    """A key encoder's BatchNorm statistics: ours copies the query's each step, theirs keeps its own."""
+    return key.startswith(KEY_ENCODERS) and key.rsplit(".", 1)[-1] in ("running_mean", "running_var",
+                                                                        "num_batches_tracked")
+
+
+def _theirs_as_ours(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return convert_authors_state_dict(tensors, head="moco")
+
+
+def check_one_step(ac, theirs, ours) -> None:
+    theirs.train(), ours.train()
+    images, captions, batch = make_batch(ac, 2)
+    l_t = theirs(images, captions)
+    l_o = ours(batch)
+    for name in ("instance_loss", "infonce_loss", "global_align_loss"):
+        report(f"one step: {name}", max_delta(l_t[name], l_o[name]))
+    sum(l_t.values()).backward()
+    sum(l_o.values()).backward()
+    grads_t = _theirs_as_ours({k: p.grad for k, p in theirs.named_parameters() if p.grad is not None})
+    grads_o = {k: p.grad for k, p in ours.named_parameters() if p.grad is not None}
+    assert set(grads_t) == set(grads_o), sorted(set(grads_t) ^ set(grads_o))[:6]
+    report(f"one step: gradients ({len(grads_o)} tensors)", max(max_delta(grads_t[k], grads_o[k]) for k in grads_o))
+    state_t, state_o = _theirs_as_ours(theirs.state_dict()), ours.state_dict()
+    params = {k for k, _ in ours.named_parameters()} | {k for k in state_o if k.startswith(KEY_ENCODERS)
+                                                         and not _is_key_buffer(k)}
+    keys = [k for k in params if k.startswith(KEY_ENCODERS) and "word_table" not in k]
+    report("one step: momentum key encoders (parameters)", max(max_delta(state_t[k], state_o[k]) for k in keys))
+    buffers = [k for k in state_o if _is_key_buffer(k) and state_o[k].is_floating_point()]
+    report("one step: key encoders' BN running statistics", max(max_delta(state_t[k], state_o[k]) for k in buffers),
+           "never used (see README); ours copies the query's")
+    report("one step: queues (image, text keys; ids; pointer)",
+           max(max_delta(state_t[k].float(), state_o[k].float()) for k in state_o if k.startswith("queue.")))
+
+
+def check_training(ac, theirs, ours, their_cfg, cfg, steps: int) -> None:
+    opt_t, _ = ac.optimizer_and_scheduler(their_cfg, theirs)
+    s = cfg.solver
+    opt_o = build_optimizer(ours, name=s.optimizer, base_lr=s.base_lr, weight_decay=s.weight_decay,
+                            bias_lr_factor=s.bias_lr_factor, weight_decay_bias=s.weight_decay_bias,
+                            betas=(s.adam_alpha, s.adam_beta), momentum=s.sgd_momentum)
+    theirs.train(), ours.train()
+    for step in range(steps):
+        images, captions, batch = make_batch(ac, 100 + step)
+        for opt, inputs, model in ((opt_t, (images, captions), theirs), (opt_o, (batch,), ours)):
+            opt.zero_grad()
+            sum(model(*inputs).values()).backward()
+            opt.step()
+    state_t, state_o = _theirs_as_ours(theirs.state_dict()), ours.state_dict()
+    abs_max, rel_max, worst = 0.0, 0.0, ""
+    for k, v in state_o.items():
+        if "word_table" in k or not v.is_floating_point() or _is_key_buffer(k):
+            continue
+        d = max_delta(state_t[k], v)
+        rel = d / max(float(v.abs().max()), 1e-12)
+        abs_max = max(abs_max, d)
+        if rel > rel_max:
+            rel_max, worst = rel, k
+    report(f"{steps} steps (REPRODUCE authors): final weights, max abs", abs_max,
+           "all parameters and buffers but the key encoders' BN statistics")
+    report(f"{steps} steps: final weights, max relative (per tensor)", rel_max, f"worst: {worst}")
+
+
+def check_schedule(ac, root: Path) -> None:
+    their_cfg = ac.config(YAML, ["ROOT", str(root)])
+    cfg = load_config(ac.repo / YAML, ["ROOT", str(root), "REPRODUCE", "authors"])
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt_t = torch.optim.Adam([{"params": [param], "lr": their_cfg.SOLVER.BASE_LR}], lr=their_cfg.SOLVER.BASE_LR)
+    sched_t = ac.lib.solver.make_lr_scheduler(their_cfg, opt_t)
+    s = cfg.solver
+    opt_o = torch.optim.Adam([param], lr=s.base_lr)
+    sched_o = build_scheduler(opt_o, schedule=s.lrscheduler, num_epochs=s.num_epochs, steps=s.steps, gamma=s.gamma,
+                              warmup_epochs=s.warmup_epochs, warmup_factor=s.warmup_factor,
+                              warmup_method=s.warmup_method, target_factor=s.target_lr / s.base_lr)
+    worst = 0.0
+    for _ in range(s.num_epochs):
+        worst = max(worst, abs(opt_t.param_groups[0]["lr"] - opt_o.param_groups[0]["lr"]))
+        sched_t.step()
+        sched_o.step()
+    report(f"LR schedule, {s.num_epochs} epochs (warm-up, steps {s.steps})", worst)
+
+
+def check_sampler(ac) -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(300), rng.integers(1, 11, size=300)).tolist()  # 1-10 captions per id
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(5)).tolist()
+    theirs = ac.sampler_batches(labels, order, batch_size=128, ims_per_id=4, python_seed=7)
+    ours = authors_epoch(labels, order, random.Random(7), ims_per_id=4, ids_per_batch=32)
+    report("sampler: batches differing from theirs (same shuffle + draws)", float(theirs != ours),
+           f"{len(theirs)} batches each; ours by default: "
+           f"{len(IdentitySampler(labels, batch_size=128, rank=0, world_size=1))} (every caption once)")
+
+
+def check_evaluation(ac) -> None:
+    g = torch.Generator().manual_seed(3)
+    image_pids = torch.arange(40).repeat_interleave(2)
+    image = torch.randn(len(image_pids), 32, generator=g)
+    text_pids = image_pids.repeat_interleave(2)
+    text = image.repeat_interleave(2, 0) + 1.5 * torch.randn(len(text_pids), 32, generator=g)
+    ours = evaluate(text, text_pids, image, image_pids, rerank=True)
+    t, i = torch.nn.functional.normalize(text, dim=1), torch.nn.functional.normalize(image, dim=1)
+    sim = t @ i.T
+    cases = {"t2i": (sim, text_pids, image_pids), "i2t": (sim.T, image_pids, text_pids),
+             "t2i_rerank": (sim + ac.rerank_term(t, i), text_pids, image_pids),
+             "i2t_rerank": (sim.T + ac.rerank_term(i, t), image_pids, text_pids)}
+    for name, (s, q, gids) in cases.items():
+        cmc, mean_ap = ac.rank(s, q, gids)
+        theirs = [*cmc.tolist(), float(mean_ap)]
+        mine = [ours[name][k] for k in ("R1", "R5", "R10", "mAP")]
+        report(f"evaluation {name}: R1/R5/R10/mAP (points)", max(abs(a - b) for a, b in zip(theirs, mine, strict=True)),
+               f"R1 {mine[0]:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--authors-repo", required=True, help="a work tree of github.com/BrandonHanx/TextReID")
+    parser.add_argument("--steps", type=int, default=20, help="training steps compared (default 20)")
+    parser.add_argument("--work-dir", default="", help="keeps the random RN50.pt between runs (default: temp)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="parity_"))
+    with AuthorsCode(args.authors_repo) as ac:
+        root = make_root(work)
+        print(f"{'check':<64} {'max delta':>10}  note")
+        check_schedule(ac, root)
+        check_sampler(ac)
+        check_evaluation(ac)
+        theirs, ours, their_cfg, cfg = build_pair(ac, root)
+        check_towers(ac, theirs, ours)
+        check_one_step(ac, theirs, ours)
+        theirs, ours, their_cfg, cfg = build_pair(ac, root)
+        check_training(ac, theirs, ours, their_cfg, cfg, args.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
