@@ -53,6 +53,7 @@ def make_model_and_gallery(work: Path, n_images: int, seed: int) -> tuple[Path, 
     from textreid.models.checkpoint import save_checkpoint
 
     cfg = Config()
+    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
     cfg.input.height, cfg.input.width = 64, 32
     r = cfg.model.resnet
     r.layers, r.width, r.heads, r.output_dim, r.res5_stride = [1, 1, 1, 1], 8, 2, 32, 1
