@@ -36,6 +36,7 @@ from textreid.engine.optim import build_optimizer, build_scheduler  # noqa: E402
 from textreid.metrics import evaluate  # noqa: E402
 from textreid.models.build import build_model  # noqa: E402
 from textreid.models.checkpoint import convert_authors_state_dict  # noqa: E402
+from textreid.models.recipes import build_criterion  # noqa: E402
 
 YAML = "configs/cuhkpedes/moco_gru_cliprn50_ls_bs128_2048.yaml"
 IDS, PER_ID, VOCAB = 8, 2, 64
@@ -145,11 +146,11 @@ def _theirs_as_ours(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return convert_authors_state_dict(tensors, head="moco")
 
 
-def check_one_step(ac, theirs, ours) -> None:
+def check_one_step(ac, theirs, ours, cfg) -> None:
     theirs.train(), ours.train()
     images, captions, batch = make_batch(ac, 2)
     l_t = theirs(images, captions)
-    l_o = ours(batch)
+    l_o = {k: v for k, v in build_criterion(cfg)(ours(batch), batch).items() if k.endswith("_loss")}
     for name in ("instance_loss", "infonce_loss", "global_align_loss"):
         report(f"one step: {name}", max_delta(l_t[name], l_o[name]))
     sum(l_t.values()).backward()
@@ -177,12 +178,15 @@ def check_training(ac, theirs, ours, their_cfg, cfg, steps: int) -> None:
                             bias_lr_factor=s.bias_lr_factor, weight_decay_bias=s.weight_decay_bias,
                             betas=(s.adam_alpha, s.adam_beta), momentum=s.sgd_momentum)
     theirs.train(), ours.train()
+    criterion = build_criterion(cfg)
     for step in range(steps):
         images, captions, batch = make_batch(ac, 100 + step)
-        for opt, inputs, model in ((opt_t, (images, captions), theirs), (opt_o, (batch,), ours)):
-            opt.zero_grad()
-            sum(model(*inputs).values()).backward()
-            opt.step()
+        opt_t.zero_grad()
+        sum(theirs(images, captions).values()).backward()
+        opt_t.step()
+        opt_o.zero_grad()
+        sum(v for k, v in criterion(ours(batch), batch).items() if k.endswith("_loss")).backward()
+        opt_o.step()
     state_t, state_o = _theirs_as_ours(theirs.state_dict()), ours.state_dict()
     abs_max, rel_max, worst = 0.0, 0.0, ""
     for k, v in state_o.items():
@@ -264,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         check_evaluation(ac)
         theirs, ours, their_cfg, cfg = build_pair(ac, root)
         check_towers(ac, theirs, ours)
-        check_one_step(ac, theirs, ours)
+        check_one_step(ac, theirs, ours, cfg)
         theirs, ours, their_cfg, cfg = build_pair(ac, root)
         check_training(ac, theirs, ours, their_cfg, cfg, args.steps)
     return 0

@@ -128,7 +128,7 @@ def test_enum_values_are_case_insensitive(tmp_path: Path) -> None:
     for spelling in ("YES", "yes", "Yes"):
         cfg = _cfg(tmp_path, _authors_yaml("m_resnet50"), "MODEL.GRU.ONEHOT", spelling)
         assert cfg.model.gru.onehot == "yes"
-    assert _cfg(tmp_path, _authors_yaml("m_resnet50"), "MODEL.EMBEDDING.EMBED_HEAD", "MoCo").model.embedding.embed_head == "moco"
+    assert _cfg(tmp_path, _authors_yaml("m_resnet50"), "REPRODUCE", "Authors").reproduce == "authors"
 
 
 def test_reinit_linear_applies_to_the_moco_head_only(tmp_path: Path) -> None:

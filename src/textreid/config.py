@@ -32,14 +32,10 @@ TORCHVISION_TOWERS = ("resnet50", "resnet101")  # image towers whose pixel stati
 ENUM_KEYS: dict[str, tuple[str, ...] | None] = {
     "reproduce": ("ours", "authors"),
     "model.gru.onehot": None,
-    "model.embedding.embed_head": None,  # checked by config_problems (_CHOICES)
     "dataloader.sampler": ("balanced", "authors"),
     "input.erase_fill": ("zero", "mean"),
-    "solver.amp": None,
     "test.amp": ("auto", "bf16", "fp16", "off"),
-    "solver.lrscheduler": None,
-    "solver.warmup_method": None,
-}
+}  # SOLVER.* names and EMBED_HEAD are checked with their exact spelling by config_problems
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
