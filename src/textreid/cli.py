@@ -1,4 +1,4 @@
-"""The ``textreid`` command: the only place that reads argv (and, with config.py, configuration).
+"""The ``textreid`` command: the only place that reads argv (and, with config/, configuration).
 
 Each subcommand parses its flags, builds explicit arguments and calls one library function.
 Imports are done inside the handlers so ``textreid --help`` stays fast. Every failure goes
