@@ -265,14 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="on failure also print the Python traceback (allowed anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in (_synth_parser, _data_parser, _vocab_parser, _train_parser, _test_parser, _convert_parser,
+                       _index_parser, _search_parser, _serve_parser, _demo_parser):  # the order of `--help`
+        add_parser(sub)
+    return parser
 
-    def add(name: str, help_: str, fn) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(fn=fn)
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
-        return p
 
-    p = add("synth", "generate the synthetic pedestrian dataset (authors' layout + raw layout)", cmd_synth)
+def _command(sub, name: str, help_: str, fn) -> argparse.ArgumentParser:
+    """A sub-command parser that runs ``fn`` and takes ``--quiet``."""
+    p = sub.add_parser(name, help=help_, description=help_)
+    p.set_defaults(fn=fn)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _synth_parser(sub) -> None:
+    p = _command(sub, "synth", "generate the synthetic pedestrian dataset (authors' layout + raw layout)", cmd_synth)
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write, e.g. data/datasets/synth")
     p.add_argument("--ids", type=int, default=DEFAULT_SYNTH_IDS, help="number of persons")
     p.add_argument("--seed", type=int, default=0)
@@ -282,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write noiseindex/synth_<RATE>.npy: that share of training captions moved to other "
                         "pairs' images (train on one with DATASETS.NOISE_FILE)")
 
+
+def _data_parser(sub) -> None:
     p = sub.add_parser("data", help="dataset tools", description="dataset tools")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     p = data_sub.add_parser("check", help="count ids/images/captions per split and validate every entry",
@@ -292,19 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-open-images", action="store_true", help="only check that image files exist")
     _add_config_args(p)
 
-    p = add("vocab", "build the word vocabulary from training captions and its CLIP word-vector table", cmd_vocab)
+
+def _vocab_parser(sub) -> None:
+    p = _command(sub, "vocab", "build the word vocabulary from training captions and its CLIP word-vector table",
+                 cmd_vocab)
     p.add_argument("--clip", required=True, metavar="CKPT", help="local CLIP checkpoint (OpenAI .pt, open_clip, safetensors)")
     p.add_argument("--device", default="auto")
     _add_config_args(p)
 
-    p = add("train", "train a model (the authors' train_net.py flags are accepted)", cmd_train)
+
+def _train_parser(sub) -> None:
+    p = _command(sub, "train", "train a model (the authors' train_net.py flags are accepted)", cmd_train)
     p.add_argument("--output-dir", default=None, metavar="DIR", help="default: <root>/output/<config dir>/<config name>")
     p.add_argument("--resume-from", default=None, metavar="CKPT", help="continue a run exactly where it stopped")
     p.add_argument("--use-tensorboard", action="store_true", help="write TensorBoard scalars to <output>/tensorboard")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     _add_config_args(p)
 
-    p = add("test", "evaluate a checkpoint (ours or the authors' best.pth); writes metrics.json", cmd_test)
+
+def _test_parser(sub) -> None:
+    p = _command(sub, "test", "evaluate a checkpoint (ours or the authors' best.pth); writes metrics.json", cmd_test)
     p.add_argument("--checkpoint-file", required=True, metavar="CKPT")
     p.add_argument("--output-dir", default=None, metavar="DIR")
     p.add_argument("--rerank", action="store_true", help="also report the authors' Jaccard re-ranking")
@@ -313,14 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     _add_config_args(p)
 
-    p = add("convert", "turn the authors' best.pth (+ their yaml and dataset) into a self-describing checkpoint",
-            cmd_convert)
+
+def _convert_parser(sub) -> None:
+    p = _command(sub, "convert", "turn the authors' best.pth (+ their yaml and dataset) into a self-describing "
+                                 "checkpoint", cmd_convert)
     p.add_argument("--checkpoint-file", required=True, metavar="BEST_PTH")
     p.add_argument("--out", required=True, metavar="CKPT", help="where to write our checkpoint")
     _add_config_args(p)
 
-    p = add("index", "embed a folder (or list) of images into a searchable index "
-                     "(`textreid index merge SHARD... --out DIR` joins torchrun shards)", cmd_index)
+
+def _index_parser(sub) -> None:
+    p = _command(sub, "index", "embed a folder (or list) of images into a searchable index "
+                               "(`textreid index merge SHARD... --out DIR` joins torchrun shards)", cmd_index)
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by textreid train")
     p.add_argument("--images", required=True, metavar="DIR|LIST", help="folder (searched recursively) or list file")
     p.add_argument("--out", required=True, metavar="INDEX_DIR")
@@ -328,7 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-type", default="auto", help="auto (exact below 50k images, else IVF) | flat | ivf | hnsw")
     p.add_argument("--device", default="auto")
 
-    p = add("search", "search an index by text, or for images like a given one", cmd_search)
+
+def _index_merge_parser() -> argparse.ArgumentParser:
+    """``textreid index merge SHARD... --out DIR``: routed by ``main`` before the ``index`` parser sees it."""
+    p = argparse.ArgumentParser(prog="textreid index merge", description="join index shards into one index")
+    p.add_argument("shards", nargs="+", metavar="SHARD_DIR")
+    p.add_argument("--out", required=True, metavar="INDEX_DIR")
+    p.add_argument("--index-type", default="auto")
+    return p
+
+
+def _search_parser(sub) -> None:
+    p = _command(sub, "search", "search an index by text, or for images like a given one", cmd_search)
     p.add_argument("--index", required=True, metavar="INDEX_DIR")
     p.add_argument("query", nargs="*", help="description(s), e.g. 'a man in a grey hoodie with a black backpack'")
     p.add_argument("--like", metavar="IMAGE|POSITION",
@@ -341,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="CKPT", help="model to embed queries (default: the index's)")
     p.add_argument("--device", default="auto")
 
-    p = add("serve", "web page + JSON API over an index (localhost by default)", cmd_serve)
+
+def _serve_parser(sub) -> None:
+    p = _command(sub, "serve", "web page + JSON API over an index (localhost by default)", cmd_serve)
     p.add_argument("--index", required=True, metavar="INDEX_DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -350,13 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="CKPT", help="model to embed queries (default: the index's)")
     p.add_argument("--device", default="auto")
 
-    p = add("demo", "synthetic data -> train the tiny CPU model -> evaluate -> results page", cmd_demo)
+
+def _demo_parser(sub) -> None:
+    p = _command(sub, "demo", "synthetic data -> train the tiny CPU model -> evaluate -> results page", cmd_demo)
     p.add_argument("--out", default="demo", metavar="DIR", help="working folder (data, checkpoints, results)")
     p.add_argument("--ids", type=int, default=None, help="persons to generate (default: the demo's)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,11 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     # `textreid index merge SHARD... --out DIR` shares the `index` parser; route it here.
     if argv[:2] == ["index", "merge"]:
-        p = argparse.ArgumentParser(prog="textreid index merge", description="join index shards into one index")
-        p.add_argument("shards", nargs="+", metavar="SHARD_DIR")
-        p.add_argument("--out", required=True, metavar="INDEX_DIR")
-        p.add_argument("--index-type", default="auto")
-        args = p.parse_args(argv[2:])
+        args = _index_merge_parser().parse_args(argv[2:])
         args.fn, args.command = cmd_index_merge, "index merge"
     else:
         args = build_parser().parse_args(argv)
