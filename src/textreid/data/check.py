@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from textreid.data.images import decode_image
-from textreid.data.readers import DATASETS, load_split, parse_dataset_name
+from textreid.data.readers import DATASETS, Split, load_split, parse_dataset_name
 from textreid.data.records import DataError, Problem, Record
 from textreid.data.vocab import tokenize
 
@@ -122,36 +122,50 @@ def check_datasets(
             report.problems.append(Problem(name, None, str(exc)))
             row.problems = 1
             continue
-        problems = list(result.problems)
-        records = result.records
-        if not records and not problems and name in optional:
-            report.notes.append(f"{name} is empty: training runs without validation and keeps the last epoch")
-        elif not records and not problems:
-            dataset, split = parse_dataset_name(name)
-            absent = split not in DATASETS[dataset].splits
-            note = f" ({dataset} has no {split} split)" if absent else ""
-            problems.append(Problem(str(result.files[0]), None, f"no captions for split {split!r}{note}"))
-        row.ids = len({r.person_id for r in records})
-        least, why = (min_ids or {}).get(name, (0, ""))
-        if records and row.ids < least:
-            problems.append(Problem(str(result.files[0]), None, f"{name} has {row.ids} person(s), too few: {why}"))
-        row.images = len({r.image_id for r in records})
-        row.captions = len(records)
-        row.truncated = sum(_word_count(r) > max_length for r in records)
-        row.problems = len(problems)
+        problems = _count_split(row, result, report, max_length=max_length, least=(min_ids or {}).get(name, (0, "")),
+                                optional=name in optional)
         report.problems += problems
         if open_images:
-            for r in records:
+            for r in result.records:
                 to_open.setdefault(r.image_path, (row, str(result.files[0]), r.source_index))
     if to_open:
-        paths = list(to_open)
-        workers = min(8, (os.cpu_count() or 1) * 2)
-        with ThreadPoolExecutor(workers) as pool:
-            results = tqdm(pool.map(_open, paths), total=len(paths), desc="opening images",
-                           unit="img", disable=not progress)
-            for path, error in zip(paths, results, strict=True):
-                if error is not None:
-                    row, file, index = to_open[path]
-                    report.problems.append(Problem(file, index, f"image {path} cannot be read: {error}"))
-                    row.problems += 1
+        _open_images(to_open, report, progress=progress)
     return report
+
+
+def _count_split(row: CheckRow, result: Split, report: CheckReport, *, max_length: int, least: tuple[int, str],
+                 optional: bool) -> list[Problem]:
+    """Fill ``row`` with the split's counts; its problems (the reader's, emptiness, too few ids)."""
+    name = row.name
+    problems = list(result.problems)
+    records = result.records
+    if not records and not problems and optional:
+        report.notes.append(f"{name} is empty: training runs without validation and keeps the last epoch")
+    elif not records and not problems:
+        dataset, split = parse_dataset_name(name)
+        absent = split not in DATASETS[dataset].splits
+        note = f" ({dataset} has no {split} split)" if absent else ""
+        problems.append(Problem(str(result.files[0]), None, f"no captions for split {split!r}{note}"))
+    row.ids = len({r.person_id for r in records})
+    fewest, why = least
+    if records and row.ids < fewest:
+        problems.append(Problem(str(result.files[0]), None, f"{name} has {row.ids} person(s), too few: {why}"))
+    row.images = len({r.image_id for r in records})
+    row.captions = len(records)
+    row.truncated = sum(_word_count(r) > max_length for r in records)
+    row.problems = len(problems)
+    return problems
+
+
+def _open_images(to_open: Mapping[Path, tuple[CheckRow, str, int]], report: CheckReport, *, progress: bool) -> None:
+    """Decode every image once (threads); each failure is a problem of the split that named it first."""
+    paths = list(to_open)
+    workers = min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(workers) as pool:
+        results = tqdm(pool.map(_open, paths), total=len(paths), desc="opening images",
+                       unit="img", disable=not progress)
+        for path, error in zip(paths, results, strict=True):
+            if error is not None:
+                row, file, index = to_open[path]
+                report.problems.append(Problem(file, index, f"image {path} cannot be read: {error}"))
+                row.problems += 1
