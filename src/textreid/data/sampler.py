@@ -96,6 +96,31 @@ def max_batches(groups_per_id: np.ndarray, ids_per_batch: int) -> int:
     return low
 
 
+def _identities_per_batch(*, batch_size: int, ims_per_id: int, rank: int, world_size: int, grouping: str,
+                          seed: int) -> int:
+    """P, the identities of one global batch; ValueError naming the setting that makes a batch impossible."""
+    if ims_per_id < 1 or batch_size < ims_per_id or batch_size % ims_per_id:
+        raise ValueError(
+            f"IdentitySampler: batch size {batch_size} should be a positive multiple of ims_per_id "
+            f"{ims_per_id} (SOLVER.IMS_PER_BATCH / DATALOADER.IMS_PER_ID)"
+        )
+    ids_per_batch = batch_size // ims_per_id
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"IdentitySampler: rank {rank} is not in 0..{world_size - 1}")
+    if ids_per_batch % world_size:
+        raise ValueError(
+            f"IdentitySampler: each global batch holds {ids_per_batch} identities "
+            f"({batch_size} / {ims_per_id}), which does not split evenly across {world_size} "
+            f"processes; choose a batch size that is a multiple of {ims_per_id * world_size}"
+        )
+    if grouping not in GROUPINGS:
+        raise ValueError(f"IdentitySampler: grouping {grouping!r} is not one of {', '.join(GROUPINGS)} "
+                         "(DATALOADER.SAMPLER)")
+    if seed < 0:
+        raise ValueError(f"IdentitySampler: seed should be >= 0, got {seed}")
+    return ids_per_batch
+
+
 class IdentitySampler(Sampler[list[int]]):
     """Batch sampler: lists of dataset indices, P identities × K captions per global batch."""
 
@@ -113,25 +138,8 @@ class IdentitySampler(Sampler[list[int]]):
     ) -> None:
         rank = dist.get_rank() if rank is None else rank
         world_size = dist.get_world_size() if world_size is None else world_size
-        if ims_per_id < 1 or batch_size < ims_per_id or batch_size % ims_per_id:
-            raise ValueError(
-                f"IdentitySampler: batch size {batch_size} should be a positive multiple of ims_per_id "
-                f"{ims_per_id} (SOLVER.IMS_PER_BATCH / DATALOADER.IMS_PER_ID)"
-            )
-        ids_per_batch = batch_size // ims_per_id
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"IdentitySampler: rank {rank} is not in 0..{world_size - 1}")
-        if ids_per_batch % world_size:
-            raise ValueError(
-                f"IdentitySampler: each global batch holds {ids_per_batch} identities "
-                f"({batch_size} / {ims_per_id}), which does not split evenly across {world_size} "
-                f"processes; choose a batch size that is a multiple of {ims_per_id * world_size}"
-            )
-        if grouping not in GROUPINGS:
-            raise ValueError(f"IdentitySampler: grouping {grouping!r} is not one of {', '.join(GROUPINGS)} "
-                             "(DATALOADER.SAMPLER)")
-        if seed < 0:
-            raise ValueError(f"IdentitySampler: seed should be >= 0, got {seed}")
+        ids_per_batch = _identities_per_batch(batch_size=batch_size, ims_per_id=ims_per_id, rank=rank,
+                                              world_size=world_size, grouping=grouping, seed=seed)
         labels = np.asarray(person_ids, dtype=np.int64)  # [N]
         order = np.argsort(labels, kind="stable")
         unique, starts = np.unique(labels[order], return_index=True)
