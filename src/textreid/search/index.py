@@ -271,6 +271,19 @@ def _checkpoint_sha(encoder: Any, checkpoint_path: str | Path | None) -> tuple[s
     return ckpt, sha256_file(ckpt)
 
 
+def _reusable(
+    previous: list[Path], sha: str | None, dim: int | None, *, progress: bool
+) -> tuple[dict[str, tuple[int, int, np.ndarray]], str | None]:
+    """``_reuse_table`` of the earlier index, saying (log, and the console with ``progress``) why
+    nothing could be reused when there was an index but none of it fits."""
+    table, not_reused = _reuse_table(previous, sha, dim)
+    if not_reused and not table:
+        log.warning("%s", not_reused)
+        if progress:
+            tqdm.write(f"textreid index: {not_reused}")
+    return table, not_reused
+
+
 def _check_build_args(index_type: str, rank: int, world_size: int, batch_size: int) -> None:
     if index_type not in INDEX_TYPES:
         raise SearchError(f"unknown index_type {index_type!r}; valid: {', '.join(INDEX_TYPES)}")
@@ -315,11 +328,7 @@ def build_index(
     previous = [target, out_dir] if sharded else [out_dir]  # the shard, or an earlier index
 
     dim = getattr(encoder, "embed_dim", None)
-    table, not_reused = _reuse_table(previous, sha, dim)
-    if not_reused and not table:
-        log.warning("%s", not_reused)
-        if progress:
-            tqdm.write(f"textreid index: {not_reused}")
+    table, not_reused = _reusable(previous, sha, dim, progress=progress)
     plan = _plan(root, files, table)
     new, dim = _embed(encoder, plan, batch_size, dim, progress)
 
