@@ -40,6 +40,23 @@ def _mlp(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
 
 
+def _check_parts(*, visual: nn.Module, textual: nn.Module, num_classes: int, feature_size: int, head: str,
+                 classifier: str) -> None:
+    """ValueError/TypeError naming the argument that cannot make a model."""
+    if head not in HEADS:
+        raise ValueError(f"unknown embedding head {head!r}; valid: {', '.join(HEADS)}")
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"unknown identity classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 (identities of the training split), got {num_classes}")
+    for name, tower in (("visual", visual), ("textual", textual)):
+        if not isinstance(getattr(tower, "out_dim", None), int):
+            raise TypeError(f"the {name} tower {type(tower).__name__} has no integer attribute 'out_dim'")
+    if feature_size == 0 and visual.out_dim != textual.out_dim:
+        raise ValueError(f"without embedding layers (feature size 0) both towers must have the same output width; "
+                         f"got visual {visual.out_dim}, textual {textual.out_dim}")
+
+
 class TextReID(nn.Module):
     """Image and text towers mapped to a joint space; ``forward`` returns named tensors for a criterion.
 
@@ -72,18 +89,8 @@ class TextReID(nn.Module):
         branches: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"unknown embedding head {head!r}; valid: {', '.join(HEADS)}")
-        if classifier not in CLASSIFIERS:
-            raise ValueError(f"unknown identity classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 (identities of the training split), got {num_classes}")
-        for name, tower in (("visual", visual), ("textual", textual)):
-            if not isinstance(getattr(tower, "out_dim", None), int):
-                raise TypeError(f"the {name} tower {type(tower).__name__} has no integer attribute 'out_dim'")
-        if feature_size == 0 and visual.out_dim != textual.out_dim:
-            raise ValueError(f"without embedding layers (feature size 0) both towers must have the same output width; "
-                             f"got visual {visual.out_dim}, textual {textual.out_dim}")
+        _check_parts(visual=visual, textual=textual, num_classes=num_classes, feature_size=feature_size, head=head,
+                     classifier=classifier)
         self.head = head
         self.feature_size = feature_size or visual.out_dim
         self.moco_m = moco_m
@@ -94,21 +101,8 @@ class TextReID(nn.Module):
         self.visual = visual
         self.textual = textual
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        if feature_size:
-            self.v_embed_layer = nn.Linear(visual.out_dim, feature_size)
-            self.t_embed_layer = nn.Linear(textual.out_dim, feature_size)
-            _init_linear(self.v_embed_layer)
-            _init_linear(self.t_embed_layer)
-        else:
-            self.v_embed_layer, self.t_embed_layer = nn.Identity(), nn.Identity()
-        if classifier == "projection":
-            # shared by both modalities; columns are normalised in the instance loss
-            self.projection = nn.Parameter(torch.empty(self.feature_size, num_classes))  # [D, C]
-            nn.init.xavier_uniform_(self.projection, gain=1.0)
-        elif classifier == "linear":
-            self.classifier = nn.Linear(self.feature_size, num_classes)
-            nn.init.normal_(self.classifier.weight, std=0.001)
-            nn.init.zeros_(self.classifier.bias)
+        self._add_embedding_layers(feature_size)
+        self._add_classifier(classifier, num_classes)
         self._num_classes = num_classes
         self.branches = nn.ModuleDict(branches or {})
 
@@ -117,17 +111,44 @@ class TextReID(nn.Module):
                 p.requires_grad_(False)
 
         if head == "moco":
-            if moco_fc:
-                self.v_fc_q = _mlp(visual.out_dim, self.feature_size)
-                self.t_fc_q = _mlp(textual.out_dim, self.feature_size)
-                _init_linear(self.v_fc_q)
-                _init_linear(self.t_fc_q)
-                self.v_fc_k = _frozen_copy(self.v_fc_q)
-                self.t_fc_k = _frozen_copy(self.t_fc_q)
-            # copies made after every initialisation above: query and key start equal
-            self.v_encoder_k = _frozen_copy(visual)
-            self.t_encoder_k = _frozen_copy(textual)
-            self.queue = KeyQueue(moco_k, self.feature_size)
+            self._add_momentum_encoders(moco_k)
+
+    # the parts, in the order they draw from the random generator (the same weights for one seed)
+    def _add_embedding_layers(self, feature_size: int) -> None:
+        """Linear maps of both towers' outputs into the joint space, or none (``feature_size`` 0)."""
+        if feature_size:
+            self.v_embed_layer = nn.Linear(self.visual.out_dim, feature_size)
+            self.t_embed_layer = nn.Linear(self.textual.out_dim, feature_size)
+            _init_linear(self.v_embed_layer)
+            _init_linear(self.t_embed_layer)
+        else:
+            self.v_embed_layer, self.t_embed_layer = nn.Identity(), nn.Identity()
+
+    def _add_classifier(self, classifier: str, num_classes: int) -> None:
+        """The identity classifier shared by both modalities (none for ``"none"``)."""
+        if classifier == "projection":
+            # shared by both modalities; columns are normalised in the instance loss
+            self.projection = nn.Parameter(torch.empty(self.feature_size, num_classes))  # [D, C]
+            nn.init.xavier_uniform_(self.projection, gain=1.0)
+        elif classifier == "linear":
+            self.classifier = nn.Linear(self.feature_size, num_classes)
+            nn.init.normal_(self.classifier.weight, std=0.001)
+            nn.init.zeros_(self.classifier.bias)
+
+    def _add_momentum_encoders(self, moco_k: int) -> None:
+        """The moco head: key encoders (frozen copies of the towers and, with ``moco_fc``, of the MLPs)
+        and the id-aware key queues."""
+        if self.moco_fc:
+            self.v_fc_q = _mlp(self.visual.out_dim, self.feature_size)
+            self.t_fc_q = _mlp(self.textual.out_dim, self.feature_size)
+            _init_linear(self.v_fc_q)
+            _init_linear(self.t_fc_q)
+            self.v_fc_k = _frozen_copy(self.v_fc_q)
+            self.t_fc_k = _frozen_copy(self.t_fc_q)
+        # copies made after every initialisation above: query and key start equal
+        self.v_encoder_k = _frozen_copy(self.visual)
+        self.t_encoder_k = _frozen_copy(self.textual)
+        self.queue = KeyQueue(moco_k, self.feature_size)
 
     @property
     def embed_dim(self) -> int:
