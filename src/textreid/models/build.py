@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from textreid.config import Config
 from textreid.models.gru import BiGRUTower
+from textreid.models.recipe_weights import load_recipe_heads
 from textreid.models.recipes import recipe_model_parts
 from textreid.models.textreid import TextReID
 from textreid.models.visual import build_visual_tower, visual_family
@@ -82,7 +83,8 @@ def pretrained_path(cfg: Config) -> str:
         if not p.is_file():
             raise FileNotFoundError(
                 f"MODEL.PRETRAINED = {path!r}: file not found (also tried under ROOT = {cfg.root!r}); "
-                "give a local CLIP/torchvision weight file, or 'none' for random initialisation"
+                "give a local CLIP/torchvision weight file or an IRRA/RDE checkpoint, or 'none' for random "
+                "initialisation"
             )
         return str(p)
     name = cfg.model.visual_model
@@ -229,6 +231,8 @@ def build_model(
             log.info("MODEL.REINIT_LINEAR: every nn.Linear re-initialised after loading (the authors' moco head)")
         else:
             log.info("MODEL.REINIT_LINEAR ignored: the authors re-initialise only under the moco head")
+    if pretrained:  # an IRRA/RDE checkpoint also holds heads (classifier, MLM / token-selection branches)
+        load_recipe_heads(model, pretrained)
     return model
 
 

@@ -51,7 +51,7 @@ class ClipWeightsError(ValueError):
     """A CLIP weight file that is missing, unreadable or not shaped like a CLIP model."""
 
 
-def _is_torchscript_archive(path: Path) -> bool:
+def is_torchscript_archive(path: Path) -> bool:
     """True for a ``torch.jit.save`` zip (it has a ``code/`` folder), False for ``torch.save``."""
     if not zipfile.is_zipfile(path):
         return False
@@ -75,7 +75,7 @@ def _read_file(path: Path) -> Any:
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
-    if _is_torchscript_archive(path):
+    if is_torchscript_archive(path):
         with warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore", FutureWarning
@@ -95,13 +95,13 @@ def _preview(keys: list[str], n: int = 6) -> str:
     return f"{shown}, ... ({len(keys)} keys)" if len(keys) > n else shown or "(no keys)"
 
 
-def load_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a local CLIP weight file (OpenAI .pt, torch.save state dict, .safetensors) to a flat state dict."""
-    path = Path(path).expanduser()
+def read_weight_file(path: Path) -> dict[str, Any]:
+    """The state dict stored in a weight file: unwrapped from a ``"state_dict"`` / ``"model"`` container,
+    a ``module.`` / ``_orig_mod.`` wrapper prefix removed."""
     if not path.is_file():
         raise ClipWeightsError(
             f"CLIP weight file not found: {path} (give the local path of an OpenAI CLIP .pt file, "
-            "an open_clip state dict or a .safetensors file; nothing is downloaded)"
+            "an open_clip state dict, a .safetensors file or an IRRA/RDE checkpoint; nothing is downloaded)"
         )
     obj = _read_file(path)
     for container_key in ("state_dict", "model"):
@@ -115,6 +115,18 @@ def load_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
     sd: dict[str, Any] = {str(k): v for k, v in obj.items()}
     for prefix in ("module.", "_orig_mod."):
         sd = strip_prefix(sd, prefix)
+    return sd
+
+
+def load_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a local CLIP weight file (OpenAI .pt, torch.save state dict, .safetensors, or the CLIP part of
+    an IRRA/RDE checkpoint, ``models/recipe_weights.py``) to a flat state dict."""
+    path = Path(path).expanduser()
+    sd = read_weight_file(path)
+    from textreid.models.recipe_weights import is_recipe_layout, recipe_towers
+
+    if is_recipe_layout(sd):
+        sd = recipe_towers(sd, source=str(path))
     sd = {
         (k[5:] if k.startswith("text.") else k): v for k, v in sd.items()
     }  # CustomTextCLIP layout
@@ -125,7 +137,8 @@ def load_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
         missing = [] if has_visual else ["visual.* (image tower)"]
         missing += [] if has_text else ["token_embedding.weight / text_projection (text tower)"]
         raise ClipWeightsError(
-            f"{path}: not a CLIP checkpoint: no {' and no '.join(missing)} keys; "
+            f"{path}: not a CLIP checkpoint: no {' and no '.join(missing)} keys "
+            f"(nor IRRA/RDE's base_model.*); the first key is {min(sd, default='(none)')!r}, "
             f"found {_preview(sorted(sd))}"
         )
     out: dict[str, Tensor] = {}
@@ -148,11 +161,13 @@ def _count_blocks(sd: dict[str, Tensor], prefix: str) -> int:
     return len({k[len(prefix) :].split(".")[0] for k in sd if k.startswith(prefix)})
 
 
-def _square_grid(tokens: int, key: str) -> int:
+def _grid(tokens: int, stride: int) -> tuple[tuple[int, int] | None, int | None]:
+    """``(grid, image side)`` of a square grid of ``tokens`` cells; ``(None, None)`` when it is not square
+    (a file trained at a non-square size, e.g. IRRA's 384x128: its grid cannot be read from the shape)."""
     side = math.isqrt(tokens)
     if side * side != tokens:
-        raise ClipWeightsError(f"{key} has {tokens} grid positions, which is not a square grid")
-    return side
+        return None, None
+    return (side, side), side * stride
 
 
 def clip_architecture(sd: dict[str, Tensor]) -> dict[str, Any]:
@@ -160,35 +175,38 @@ def clip_architecture(sd: dict[str, Tensor]) -> dict[str, Any]:
 
     Head counts cannot be read from shapes; like open_clip's ``build_model_from_openai_state_dict``
     they follow CLIP's 64-channel convention (at least 1). ``grid`` is the positional-embedding
-    grid ``(h, w)`` (assumed square, as in every released CLIP model).
+    grid ``(h, w)`` when it is square (as in every released CLIP model), else None (``grid_tokens``
+    cells of a grid whose sides the shapes do not tell, e.g. an IRRA checkpoint trained at 384x128).
     """
     arch: dict[str, Any] = {}
     if "visual.proj" in sd:  # ViT
         width, _, patch, _ = sd["visual.conv1.weight"].shape
         pos = sd["visual.positional_embedding"]
-        side = _square_grid(pos.shape[0] - 1, "visual.positional_embedding")
+        grid, image_size = _grid(pos.shape[0] - 1, patch)
         arch.update(
             vision="vit",
             vision_width=width,
             vision_layers=_count_blocks(sd, "visual.transformer.resblocks."),
             vision_heads=max(1, width // HEAD_WIDTH),
             patch_size=patch,
-            grid=(side, side),
-            image_size=side * patch,
+            grid=grid,
+            grid_tokens=pos.shape[0] - 1,
+            image_size=image_size,
             output_dim=sd["visual.proj"].shape[1],
         )
     elif "visual.attnpool.positional_embedding" in sd:  # modified ResNet
         width = sd["visual.layer1.0.conv1.weight"].shape[0]
         pos = sd["visual.attnpool.positional_embedding"]
-        side = _square_grid(pos.shape[0] - 1, "visual.attnpool.positional_embedding")
+        grid, image_size = _grid(pos.shape[0] - 1, 32)
         arch.update(
             vision="resnet",
             vision_width=width,
             vision_layers=[_count_blocks(sd, f"visual.layer{i}.") for i in (1, 2, 3, 4)],
             vision_heads=max(1, width * 32 // HEAD_WIDTH),
             patch_size=0,
-            grid=(side, side),
-            image_size=side * 32,
+            grid=grid,
+            grid_tokens=pos.shape[0] - 1,
+            image_size=image_size,
             output_dim=sd["visual.attnpool.c_proj.weight"].shape[0],
         )
     else:
@@ -211,14 +229,15 @@ def clip_architecture(sd: dict[str, Tensor]) -> dict[str, Any]:
 
 def describe_architecture(arch: dict[str, Any]) -> str:
     """One line naming the image tower of ``clip_architecture`` output, for error messages."""
+    size = f"{arch['image_size']}px" if arch["grid"] else f"a non-square grid of {arch['grid_tokens']} cells"
     if arch["vision"] == "vit":
         return (
             f"CLIP ViT (patch {arch['patch_size']}, width {arch['vision_width']}, "
-            f"{arch['vision_layers']} layers, output {arch['output_dim']}, {arch['image_size']}px)"
+            f"{arch['vision_layers']} layers, output {arch['output_dim']}, {size})"
         )
     return (
         f"CLIP modified ResNet (layers {arch['vision_layers']}, width {arch['vision_width']}, "
-        f"output {arch['output_dim']}, {arch['image_size']}px)"
+        f"output {arch['output_dim']}, {size})"
     )
 
 

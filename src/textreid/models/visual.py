@@ -103,7 +103,13 @@ def _load_clip_visual(
         )
     visual, _ = split_clip_state_dict(sd)
     key = "positional_embedding" if vision == "vit" else "attnpool.positional_embedding"
-    visual[key] = resize_pos_embed(visual[key], grid, old_grid=arch["grid"])
+    if arch["grid"] is not None:
+        visual[key] = resize_pos_embed(visual[key], grid, old_grid=arch["grid"])
+    elif arch["grid_tokens"] != grid[0] * grid[1]:  # a non-square grid is only taken as it is
+        raise ClipWeightsError(
+            f"{pretrained}: visual.{key} holds a non-square grid of {arch['grid_tokens']} cells, which cannot be "
+            f"resized to this tower's {grid[0]}x{grid[1]}; set INPUT.HEIGHT/WIDTH (and MODEL.VIT.STRIDE) to the "
+            "image size the file was trained at (IRRA/RDE: 384x128, stride 16)")
     check_state_dict(
         tower,
         visual,
