@@ -180,3 +180,13 @@ def test_cli_fine_tunes_rde_from_an_irra_checkpoint(synth_root: Path, tmp_path: 
                "SOLVER.NUM_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "0", "DATALOADER.NUM_WORKERS", "0"])
     assert rc == 0
     assert "IRRA/RDE layout" in (out / "train.log").read_text()
+
+
+def test_their_checkpoint_as_model_weight_points_to_pretrained(tmp_path: Path) -> None:
+    from textreid.engine.setup import load_initial_weights
+
+    path = tmp_path / "best.pth"
+    write_their_checkpoint(path, "irra")
+    model = _model("synth/tiny_irra", "none")
+    with pytest.raises(ValueError, match="give it as MODEL.PRETRAINED"):
+        load_initial_weights(model, path)

@@ -218,13 +218,17 @@ def load_initial_weights(model, path: str | Path) -> list[str]:
         is_authors_checkpoint,
         load_checkpoint,
     )
-    from textreid.models.state_dict import diff_state_dicts
+    from textreid.models.recipe_weights import is_recipe_layout
+    from textreid.models.state_dict import diff_state_dicts, strip_prefix
 
     ckpt = load_checkpoint(path)
     if is_authors_checkpoint(ckpt):
         source = convert_authors_state_dict(ckpt["model"], head=detect_authors_head(ckpt["model"]))
     else:
         source = ckpt["model"]
+    if is_recipe_layout(strip_prefix(source)):
+        raise ValueError(f"MODEL.WEIGHT {path}: a checkpoint in IRRA's/RDE's layout (base_model.*); give it as "
+                         f"MODEL.PRETRAINED (and leave MODEL.WEIGHT at 'imagenet'), which maps their keys")
     target = model.state_dict()
     diff = diff_state_dicts(target, source)
     if any(not k.endswith("word_table") for k in diff.missing):
