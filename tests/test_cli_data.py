@@ -18,9 +18,14 @@ def test_synth_then_check_passes(synth_root: Path, capsys) -> None:
 
 def test_synth_command_writes_both_layouts(tmp_path: Path, capsys) -> None:
     rc = main(["synth", "--out", str(tmp_path / "s"), "--ids", "6", "--images-per-id", "2", "--workers", "1",
-               "--quiet"])
+               "--image-size", "48", "24", "--quiet"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
+    assert summary["image_size"] == [48, 24]
+    from PIL import Image
+
+    first = next((tmp_path / "s" / "imgs").rglob("*.jpg"))
+    assert Image.open(first).size == (24, 48)  # (width, height)
     assert summary["splits"]["train"]["captions"] == 2 * 2 * summary["splits"]["train"]["ids"]
     for name in ("annotations/train.json", "annotations/test.json", "clip_vocab_vit.npy", "reid_raw.json",
                  "preview.jpg"):
