@@ -91,7 +91,8 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="KEY VALUE config overrides for every run")
     a = p.parse_args()
     rows = plan(a)
-    jobs = [(name, seed, o) for name, runs in rows.items() for seed, o in zip(a.seeds, runs, strict=True)]
+    # seed-major: an interrupted run still leaves whole tables for its first seeds (in --json)
+    jobs = [(name, seed, runs[i]) for i, seed in enumerate(a.seeds) for name, runs in rows.items()]
     results: dict[str, dict[int, dict]] = {name: {} for name in rows}
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as pool:
@@ -101,9 +102,10 @@ def main() -> None:
             results[name][seed] = r = future.result()
             print(f"# {name}, seed {seed}: R1 {r['R1']:.2f} ({r['seconds'] / 60:.1f} min) {r['division']}",
                   file=sys.stderr, flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps({"config": a.config, "overrides": a.overrides, "results": results},
-                                           indent=1))
+            if a.json:
+                Path(a.json).write_text(json.dumps({"config": a.config, "overrides": a.overrides,
+                                                    "division_start": a.division_start, "results": results},
+                                                   indent=1))
     print(f"{a.config}, seeds {a.seeds}, overrides {' '.join(a.overrides) or '(none)'}: "
           "test Rank-1 (text to image), mean ± std over the seeds")
     print("| training captions | Rank-1 | noisy pairs dropped / kept pairs clean (last division) |\n|---|---|---|")
