@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import re
-from pathlib import Path
+import os
 
-import numpy as np
-import pytest
-from PIL import Image
+# One compute thread (torch, faiss, BLAS), in this process and the processes tests start, unless
+# OMP_NUM_THREADS says otherwise: the tests' models are tiny, so a second thread gains nothing on
+# a quiet machine, and on a busy one threads that wait for each other (OpenMP barriers) made
+# training steps ten times slower. Set before numpy and torch are imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import csv  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # the hidden word list of the authors'-layout fixture: onehot ids index it
 FIXTURE_WORDS = ["a", "man", "woman", "in", "red", "blue", "green", "coat", "shirt", "with",

@@ -123,6 +123,18 @@ def test_rank_matches_naive(seed, num_q, num_g, num_ids, decimals):
     assert_metrics_close(rank(sim.T.contiguous().T, qids, gids, chunk_size=5), want)
 
 
+def test_numpy_sort_in_threads_equals_torch_sort():
+    # large blocks are sorted by several threads (the suite runs with one torch thread: ask for three)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        x = torch.randn(301, 257, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(ranking.sort_values(x), torch.sort(x, dim=-1).values)
+        assert torch.equal(ranking.sort_values(x[0]), torch.sort(x[0]).values)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_torch_sort_path_matches_numpy_path(monkeypatch):
     sim, qids, gids = random_problem(4, 33, 41, 6, 1)
     want = rank(sim, qids, gids)
