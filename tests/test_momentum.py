@@ -92,7 +92,9 @@ def _enqueue_worker(rank: int, world: int, init_file: str, out_dir: str) -> None
 def test_enqueue_gathers_from_all_ranks(tmp_path) -> None:
     import torch.multiprocessing as mp
 
-    mp.spawn(_enqueue_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    # forked: spawned processes would spend seconds importing torch for two tiny all-gathers
+    mp.start_processes(_enqueue_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key  # identical queues on every rank
