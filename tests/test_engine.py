@@ -183,3 +183,42 @@ def test_model_weight_starts_training_from_a_checkpoint(synth_root: Path, one_ep
 
     with pytest.raises(FileNotFoundError, match="MODEL.WEIGHT"):
         build_model_for_training(_cfg(synth_root, "MODEL.WEIGHT", "nope.pth"), prepare_data(cfg))
+
+
+def test_test_every_epoch_reports_the_authors_protocol_across_a_resume(synth_root: Path, trained_run: Path,
+                                                                       tmp_path: Path, capsys) -> None:
+    """TEST.EVERY_EPOCH: one test figure per epoch, kept through a stop and resume, and their maximum
+    reported beside the val-selected figure as the authors' protocol; training itself is unchanged."""
+    assert "authors_protocol" not in json.loads((trained_run / "metrics.json").read_text())  # off by default
+    out = tmp_path / "e"
+    cfg = _cfg(synth_root, "TEST.EVERY_EPOCH", "True")
+    cut = train(cfg, output_dir=out, device="cpu", progress=False, stop_after_steps=12)  # epoch 2 of 2, mid-way
+    assert cut.interrupted
+    saved = load_checkpoint(out / "interrupted.pth")["train_state"]["test_history"]
+    assert [h["epoch"] for h in saved] == [1]
+    epoch1 = json.loads((out / "metrics" / "test_epoch_001.json").read_text())["t2i"]
+    assert saved[0]["R1"] == epoch1["R1"]
+    capsys.readouterr()
+    resumed = train(cfg, output_dir=out, device="cpu", progress=False, resume_from=str(out / "interrupted.pth"))
+    printed = capsys.readouterr().out
+    report = resumed.metrics["authors_protocol"]
+    assert "selected on test" in report["selection"]
+    epoch2 = json.loads((out / "metrics" / "test_epoch_002.json").read_text())["t2i"]
+    assert report["R1_per_epoch"] == {"1": epoch1["R1"], "2": epoch2["R1"]}
+    best = 1 if epoch1["R1"] >= epoch2["R1"] else 2
+    assert report["best_epoch"] == best and report["t2i"] == (epoch1, epoch2)[best - 1]
+    assert json.loads((out / "metrics.json").read_text())["authors_protocol"] == report
+    assert "authors' protocol (selection on test): max t2i Rank-1" in printed
+    assert f"{report['t2i']['R1']:.2f} at epoch {best}" in printed
+    assert "TEST (model selected on val" in printed  # ours stays beside it
+    # evaluating TEST every epoch leaves training alone: same weights and val-selected test as the plain run
+    a = load_checkpoint(trained_run / "last.pth")["model"]
+    b = load_checkpoint(out / "last.pth")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.metrics["test"] == json.loads((trained_run / "metrics.json").read_text())["test"]
+    # the epoch-2 figure is the test metric of the epoch-2 model
+    rc = main(["test", "--config-file", "synth/tiny_moco", "--root", str(synth_root), "--checkpoint-file",
+               str(out / "last.pth"), "--output-dir", str(tmp_path / "t"), "--device", "cpu", "--quiet",
+               *FAST_OVERRIDES])
+    assert rc == 0
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["t2i"]["R1"] == pytest.approx(epoch2["R1"])

@@ -7,7 +7,9 @@
 Per epoch: identity-sampled batches → model(batch) → criterion → sum of ``*_loss`` terms → step.
 After each epoch: lr schedule step, validation (Rank-1 on VAL selects ``best.pth``),
 ``last.pth`` (always) and ``epoch_N.pth`` (every CHECKPOINT_PERIOD). At the end the best
-model is evaluated once on TEST. Ctrl-C (or SIGTERM) saves ``interrupted.pth`` at the
+model is evaluated once on TEST. With ``TEST.EVERY_EPOCH`` (set by ``REPRODUCE authors``) TEST is
+also evaluated after every epoch, and its maximum Rank-1 is reported beside the val-selected
+figure as the authors' protocol (selection on test). Ctrl-C (or SIGTERM) saves ``interrupted.pth`` at the
 current step; ``--resume-from`` continues from any of these files exactly.
 """
 
@@ -105,6 +107,13 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     best: dict = field(default_factory=lambda: {"R1": -1.0, "epoch": -1})  # val t2i Rank-1 behind best.pth
     clean: torch.Tensor | None = None  # clean-pair division (RDE): clean[N] per training pair, this epoch
+    # TEST.EVERY_EPOCH: {"epoch": e, "R1": .., "R5": .., "R10": .., "mAP": .., ...} (t2i test metrics) per epoch
+    test_history: list[dict] = field(default_factory=list)
+
+    @property
+    def test_best(self) -> dict | None:
+        """The epoch with the highest test t2i Rank-1 (the earliest on ties), or None before any."""
+        return max(self.test_history, key=lambda h: (h["R1"], -h["epoch"]), default=None)
 
 
 @dataclass
@@ -234,7 +243,8 @@ def resume(run: Run, path: str) -> None:
     if run.scaler.is_enabled() and ckpt.get("scaler"):
         run.scaler.load_state_dict(ckpt["scaler"])
     saved = ckpt["train_state"]
-    run.state = TrainState(epoch=saved["epoch"], step=saved["step"], best=saved["best"], clean=saved.get("clean"))
+    run.state = TrainState(epoch=saved["epoch"], step=saved["step"], best=saved["best"], clean=saved.get("clean"),
+                           test_history=list(saved.get("test_history", [])))
     run.sampler.load_state_dict(saved["sampler"])
     set_rng_state(saved["rng"][min(dist.get_rank(), len(saved["rng"]) - 1)])
     log.info("resumed from %s at epoch %d, step %d", path, run.state.epoch, run.state.step)
@@ -308,7 +318,8 @@ def _report_step(run: Run, bar: tqdm, logged: dict[str, float], *, images_per_s:
 
 
 def end_epoch(run: Run, *, progress: bool) -> None:
-    """After an epoch: lr schedule step, validation (val Rank-1 selects best.pth), last.pth, epoch_N.pth."""
+    """After an epoch: lr schedule step, validation (val Rank-1 selects best.pth), with TEST.EVERY_EPOCH the
+    test split (kept in the state, so before last.pth), last.pth, epoch_N.pth."""
     s, state = run.cfg.solver, run.state
     run.scheduler.step()
     state.epoch += 1
@@ -321,6 +332,8 @@ def end_epoch(run: Run, *, progress: bool) -> None:
     elif not run.data.val:
         state.best = {"R1": -1.0, "epoch": state.epoch}  # no val split: the last epoch is the selected model
         save_snapshot(run, "best.pth")
+    if run.cfg.test.every_epoch and run.data.test:
+        _test_epoch(run, progress=progress)
     save_snapshot(run, "last.pth", metrics)
     if s.checkpoint_period and state.epoch % s.checkpoint_period == 0:
         save_snapshot(run, f"epoch_{state.epoch:03d}.pth", metrics)
@@ -339,6 +352,21 @@ def _validate_epoch(run: Run, *, progress: bool) -> dict:
     return metrics
 
 
+def _test_epoch(run: Run, *, progress: bool) -> None:
+    """TEST.EVERY_EPOCH: test metrics after this epoch (the authors' protocol); kept in ``run.state``."""
+    metrics = validate(run.model, run.data.test, run.cfg, run.data, progress)
+    state = run.state
+    state.test_history.append({"epoch": state.epoch, **metrics["t2i"]})
+    if dist.is_main():
+        best = state.test_best
+        log.info("test after epoch %d (authors' protocol): t2i R1 %.2f; max so far %.2f (epoch %d)",
+                 state.epoch, metrics["t2i"]["R1"], best["R1"], best["epoch"])
+        atomic_write_json(run.output_dir / "metrics" / f"test_epoch_{state.epoch:03d}.json", metrics)
+        if run.writer:
+            for k, v in metrics["t2i"].items():
+                run.writer.add_scalar(f"test_every_epoch_t2i/{k}", v, state.step)
+
+
 def save_snapshot(run: Run, name: str, metrics: dict | None = None) -> None:
     """Write a resumable checkpoint ``name`` (rank 0); every rank's RNG state goes into it."""
     rngs = _gather_rng_states()
@@ -351,7 +379,7 @@ def save_snapshot(run: Run, name: str, metrics: dict | None = None) -> None:
                     extra={"num_classes": data.num_classes, "metrics": metrics or {},
                            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
                            "train_state": {"epoch": state.epoch, "step": state.step, "best": state.best,
-                                           "clean": state.clean,
+                                           "clean": state.clean, "test_history": state.test_history,
                                            "sampler": run.sampler.state_dict(), "rng": rngs}})
 
 
@@ -362,7 +390,11 @@ def _close_writer(run: Run) -> None:
 
 # --------------------------------------------------------------------------- after the last epoch
 def final_test(run: Run, *, progress: bool) -> dict:
-    """The model selected on val (best.pth), evaluated once on TEST; writes metrics.json."""
+    """The model selected on val (best.pth), evaluated once on TEST; writes metrics.json.
+
+    With TEST.EVERY_EPOCH the authors' figure goes beside it: the maximum over epochs of the test
+    Rank-1 (``metrics.json["authors_protocol"]``), labelled as selected on test.
+    """
     best, final = run.state.best, {"best_epoch": run.state.best["epoch"], "val_best_R1": run.state.best["R1"]}
     if run.data.test:
         best_ckpt = load_checkpoint(run.output_dir / "best.pth") if dist.is_main() or not dist.is_dist() else None
@@ -376,9 +408,27 @@ def final_test(run: Run, *, progress: bool) -> dict:
         final["test"] = test_metrics
         if dist.is_main():
             print(f"TEST (model selected on val, epoch {best['epoch']}):\n{format_table(test_metrics)}")
+    if run.state.test_history:
+        final["authors_protocol"] = _authors_protocol(run.state)
     if dist.is_main():
         atomic_write_json(run.output_dir / "metrics.json", final)
     return final
+
+
+def _authors_protocol(state: TrainState) -> dict:
+    """The authors' reported figure: the best test t2i Rank-1 over epochs (TEST.EVERY_EPOCH), printed and logged."""
+    best = state.test_best
+    report = {"selection": "test split (the authors' protocol: best test Rank-1 over epochs, selected on test)",
+              "best_epoch": best["epoch"], "t2i": {k: v for k, v in best.items() if k != "epoch"},
+              "R1_per_epoch": {str(h["epoch"]): h["R1"] for h in state.test_history}}
+    if dist.is_main():
+        per_epoch = ", ".join(f"{h['epoch']}: {h['R1']:.2f}" for h in state.test_history)
+        line = (f"TEST, authors' protocol (selection on test): max t2i Rank-1 {best['R1']:.2f} at epoch "
+                f"{best['epoch']} (R5 {best['R5']:.2f}, R10 {best['R10']:.2f}, mAP {best['mAP']:.2f}); "
+                f"per epoch {per_epoch}")
+        print(line)
+        log.info("%s", line)
+    return report
 
 
 def _gather_rng_states() -> list:
