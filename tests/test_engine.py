@@ -104,30 +104,45 @@ def test_resume_at_epoch_boundary(synth_root: Path, one_epoch_run: Path, trained
     assert resumed.metrics["test"] == json.loads((trained_run / "metrics.json").read_text())["test"]
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint(synth_root: Path, tmp_path: Path) -> None:
-    """A real SIGINT to `textreid train`: it finishes the step, writes interrupted.pth and exits 130,
-    so `textreid train ... && textreid test ...` stops there."""
-    import signal
-    import subprocess
+def _textreid_in_child(argv: list[str], log: str) -> None:
+    """``textreid ARGV`` in a forked child (a spawned ``python -m textreid.cli`` would spend most of
+    the test importing torch again), its output in ``log``; exits with the command's status."""
+    import os
     import sys
+
+    f = open(log, "w", buffering=1)  # noqa: SIM115 - open until the child exits
+    os.dup2(f.fileno(), 1)
+    os.dup2(f.fileno(), 2)
+    sys.stdout = sys.stderr = f
+    sys.exit(main(argv))
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(synth_root: Path, tmp_path: Path) -> None:
+    """A real SIGINT to a process running `textreid train`: it finishes the step, writes
+    interrupted.pth and exits 130, so `textreid train ... && textreid test ...` stops there."""
+    import multiprocessing
+    import os
+    import signal
     import time
 
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "textreid.cli", "train", "--config-file", "synth/tiny_moco", "--root",
-           str(synth_root), "--output-dir", str(out), "--device", "cpu", "--quiet", *FAST_OVERRIDES,
-           "SOLVER.NUM_EPOCHS", "50"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, log = tmp_path / "run", tmp_path / "train.out"
+    argv = ["train", "--config-file", "synth/tiny_moco", "--root", str(synth_root), "--output-dir", str(out),
+            "--device", "cpu", "--quiet", *FAST_OVERRIDES, "SOLVER.NUM_EPOCHS", "50"]
+    proc = multiprocessing.get_context("fork").Process(target=_textreid_in_child, args=(argv, str(log)))
+    proc.start()
     try:
         deadline = time.time() + 600  # generous: a shared machine under load (a quiet one needs seconds)
         while not (out / "last.pth").is_file():  # at least one epoch done: training is under way
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.is_alive(), log.read_text()
             assert time.time() < deadline, "training did not start"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=300)
+        os.kill(proc.pid, signal.SIGINT)
+        proc.join(timeout=300)
     finally:
         proc.kill()
-    assert proc.returncode == 130, output
+        proc.join()
+    output = log.read_text()
+    assert proc.exitcode == 130, output
     ckpt = load_checkpoint(out / "interrupted.pth")
     assert ckpt["train_state"]["step"] >= 8  # one epoch is 8 steps
     assert ckpt["train_state"]["epoch"] < 50
