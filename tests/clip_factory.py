@@ -78,10 +78,21 @@ def save_openai_jit(model: CLIP, path: str | Path, *, fp16: bool = False) -> Pat
         value = getattr(scripted_src, name)
         delattr(scripted_src, name)  # a plain int attribute on open_clip's CLIP
         scripted_src.register_buffer(name, torch.tensor(value))
+    # scripting costs far more than the weights: compile each architecture (and dtype) once per
+    # session and give the compiled module this model's weights
+    weights = {**dict(scripted_src.named_buffers()), **scripted_src.state_dict()}  # + attn_mask: scripted keeps it
+    key = tuple((name, tuple(t.shape), t.dtype) for name, t in weights.items())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(scripted_src), str(path))
+        if key not in _SCRIPTED:
+            _SCRIPTED[key] = torch.jit.script(scripted_src)
+        scripted = _SCRIPTED[key]
+        scripted.load_state_dict(weights)
+        torch.jit.save(scripted, str(path))
     return path
+
+
+_SCRIPTED: dict[tuple, torch.jit.ScriptModule] = {}
 
 
 def is_torchscript_archive(path: str | Path) -> bool:
