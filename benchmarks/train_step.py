@@ -106,10 +106,10 @@ def fixed_batches(setup: Setup, batch: int, count: int = 2, seed: int = 0) -> li
 
 def train_step(setup: Setup, batch: dict[str, torch.Tensor]) -> float:
     """Forward + backward + optimiser step as the trainer does; returns the summed loss."""
+    setup.optimizer.zero_grad(set_to_none=True)  # before the forward: last step's gradients do not add to its peak
     with autocast(setup.device, setup.amp):
         losses = setup.criterion(setup.model(batch), batch)
     loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
-    setup.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     setup.optimizer.step()
     return float(loss.detach())

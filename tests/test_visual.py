@@ -19,6 +19,7 @@ from clip_factory import (
 from textreid.models.clip_weights import ClipWeightsError
 from textreid.models.visual import (
     VISUAL_TOWERS,
+    ClipAttentionPool,
     build_visual_tower,
     resize_pos_embed,
     visual_family,
@@ -109,6 +110,24 @@ def test_state_dict_keys_are_clips_visual_keys():
     assert set(vit.state_dict()) == {
         k[len("visual.") :] for k in vit_model.state_dict() if k.startswith("visual.")
     }
+
+
+def test_attention_pool_equals_open_clips_all_token_pool():
+    """Our class-token-only, reassociated pool computes open_clip's (and the authors') pool: values and gradients."""
+    from open_clip.modified_resnet import AttentionPool2d
+
+    torch.manual_seed(0)
+    pool = ClipAttentionPool(1, 64, 4, 48)
+    pool.positional_embedding = torch.nn.Parameter(torch.randn(3 * 2 + 1, 64) / 8)
+    for m in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
+        torch.nn.init.normal_(m.bias, std=0.5)
+    x = torch.randn(5, 64, 3, 2).relu().contiguous(memory_format=torch.channels_last).requires_grad_()
+    ours, ref = pool(x), AttentionPool2d.forward(pool, x)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    inputs = [x, *(p for n, p in pool.named_parameters() if n != "k_proj.bias")]  # its true gradient is 0
+    for g_ours, g_ref in zip(torch.autograd.grad(ours.square().sum(), inputs),
+                             torch.autograd.grad(ref.square().sum(), inputs), strict=True):
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-5)
 
 
 def test_resize_pos_embed_matches_an_independent_interpolation():

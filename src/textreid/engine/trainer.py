@@ -286,6 +286,7 @@ def train_step(run: Run, batch: dict) -> dict[str, float]:
         batch["clean"] = run.state.clean[batch["indices"].cpu()].to(dev)
     if s.channels_last:
         batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
+    run.optimizer.zero_grad(set_to_none=True)  # before the forward: last step's gradients do not add to its peak
     with autocast(dev, s.amp):
         out = run.criterion(run.ddp(batch), batch)
     losses = {k: v.float() for k, v in out.items() if k.endswith("_loss")}
@@ -293,7 +294,6 @@ def train_step(run: Run, batch: dict) -> dict[str, float]:
     if not math.isfinite(loss.item()):
         raise FloatingPointError(f"non-finite loss at epoch {run.state.epoch + 1}, step {run.state.step}: "
                                  f"{ {k: v.item() for k, v in losses.items()} }")
-    run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if s.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
