@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from textreid.config import Config, load_config
-from textreid.engine.optim import build_optimizer
-from textreid.engine.runtime import autocast
-from textreid.models.build import build_model
-from textreid.models.recipes import FRESH_MODULES, build_criterion
+
+# The model, optimiser and autocast modules (open_clip, torchvision) are imported where they are
+# used, so that the side-by-side worker of the AUTHORS' code, which takes only the config and the
+# random batches from here, does not carry our libraries in its peak memory.
 
 VOCAB = 10000  # random word table rows for the BiGRU configs
 NUM_CLASSES = 11003  # CUHK-PEDES training identities
@@ -75,6 +75,10 @@ def build_setup(cfg: Config, device: str | torch.device, amp: str = "off", chann
     ``data`` (engine.setup.prepare_data's result) supplies the word table, vocabulary size and
     identities of a real dataset; without it they are random / CUHK-PEDES-sized.
     """
+    from textreid.engine.optim import build_optimizer
+    from textreid.models.build import build_model
+    from textreid.models.recipes import FRESH_MODULES, build_criterion
+
     dev = torch.device(device)
     torch.manual_seed(seed)
     if data is not None:
@@ -106,6 +110,8 @@ def fixed_batches(setup: Setup, batch: int, count: int = 2, seed: int = 0) -> li
 
 def train_step(setup: Setup, batch: dict[str, torch.Tensor]) -> float:
     """Forward + backward + optimiser step as the trainer does; returns the summed loss."""
+    from textreid.engine.runtime import autocast
+
     setup.optimizer.zero_grad(set_to_none=True)  # before the forward: last step's gradients do not add to its peak
     with autocast(setup.device, setup.amp):
         losses = setup.criterion(setup.model(batch), batch)
