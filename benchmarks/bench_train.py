@@ -8,7 +8,8 @@ Modes:
 
 --authors-repo DIR runs the authors' training step (their code, unchanged, imported from DIR)
 and ours alternately, each run in its own process on the same random inputs, and prints both
-images/s, both peak RSS and the ratios. --profile prints a torch.profiler table of our step.
+images/s, both peak RSS and the ratios. --profile prints a torch.profiler table of our step (with
+--authors-repo: of each program's step, taken after its timed steps).
 
 Examples (the README's figures come from these):
   python benchmarks/bench_train.py --authors-repo ../TextReID --rounds 3      # side by side
@@ -48,6 +49,7 @@ def side_by_side(a) -> None:
               "--height", str(a.height or 384), "--width", str(a.width or 128), "--steps", str(a.steps),
               "--warmup", str(a.warmup), "--amp", a.amp if a.amp != "auto" else "off"]
     worker += ["--compile"] if a.compile else []
+    worker += ["--profile"] if a.profile else []  # each run then prints its program's profiler table
     worker += ["--opts", *a.opts] if a.opts else []
     print(f"side by side: {a.config}, {a.height or 384}x{a.width or 128}, batch {a.batch}, random inputs, "
           f"{a.warmup} warm-up + {a.steps} timed steps per run, {a.rounds} rounds alternating, one process per run")
