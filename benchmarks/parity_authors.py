@@ -10,15 +10,20 @@ queue 32), ``REPRODUCE authors`` on ours, and the same random CLIP RN50 file und
 is downloaded). Our model then takes their initial weights (their key encoders and linear layers are
 re-initialised by their moco head) through our importer of their checkpoints.
 
-Checks: towers (eval), one training step (losses, gradients, key encoders, queues), ``--steps``
-training steps with each side's optimizer on the same batches (final weights), the LR schedule of
-the full 80-epoch run, their identity sampler's epoch against ours under ``DATALOADER.SAMPLER
-authors``, and evaluation metrics with and without re-ranking. Runs on CPU in a few minutes.
+Checks: towers (eval), one training step (losses, gradients absolute and relative, key encoders,
+queues), the same step with our key-encoder update rounded as theirs (a diagnostic: what is left is
+autograd's summation order), ``--steps`` training steps with each side's optimizer and warm-up
+learning rate on the same batches (final weights: absolute, per tensor, whole model; ``--sgd`` repeats
+them with SGD), the LR schedule of the full 80-epoch run, their identity sampler's epoch against ours
+under ``DATALOADER.SAMPLER authors``, and evaluation metrics with and without re-ranking. Runs on CPU
+in a few minutes on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import random
 import sys
 import tempfile
@@ -32,7 +37,8 @@ from authors_code import AuthorsCode  # noqa: E402
 
 from textreid.config import load_config  # noqa: E402
 from textreid.data.sampler import IdentitySampler, authors_epoch  # noqa: E402
-from textreid.engine.optim import build_optimizer, build_scheduler  # noqa: E402
+from textreid.engine.optim import build_scheduler  # noqa: E402
+from textreid.engine.trainer import _build_optimization as build_optimization  # noqa: E402
 from textreid.metrics import evaluate  # noqa: E402
 from textreid.models.build import build_model  # noqa: E402
 from textreid.models.checkpoint import convert_authors_state_dict  # noqa: E402
@@ -77,13 +83,13 @@ def make_root(work: Path) -> Path:
     return work
 
 
-def build_pair(ac: AuthorsCode, root: Path):
-    """Their model and ours (REPRODUCE authors) holding the same weights."""
-    their_cfg = ac.config(YAML, ["ROOT", str(root), *SIZES])
+def build_pair(ac: AuthorsCode, root: Path, extra: tuple = ()):
+    """Their model and ours (REPRODUCE authors) holding the same weights; ``extra``: config pairs for both."""
+    their_cfg = ac.config(YAML, ["ROOT", str(root), *SIZES, *extra])
     torch.manual_seed(0)
     theirs = ac.build_model(their_cfg)
     cfg = load_config(ac.repo / YAML, ["ROOT", str(root), *map(str, SIZES), "REPRODUCE", "authors",
-                                        "SOLVER.CHANNELS_LAST", "false"])
+                                        "SOLVER.CHANNELS_LAST", "false", *map(str, extra)])
     table = np.load(root / "datasets" / "cuhkpedes" / "clip_vocab_vit.npy")
     ours = build_model(cfg, num_classes=IDS, vocab_size=VOCAB, word_table=table)
     missing, unexpected = ours.load_state_dict(convert_authors_state_dict(theirs.state_dict(), head="moco"),
@@ -146,39 +152,126 @@ def _theirs_as_ours(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return convert_authors_state_dict(tensors, head="moco")
 
 
-def check_one_step(ac, theirs, ours, cfg) -> None:
+# mathematically zero gradient: a key bias adds the same q.b to every key's logit of a query, and the
+# attention softmax ignores a shift shared by all keys; what autograd computes for it is rounding noise
+ZERO_GRADIENT = "attnpool.k_proj.bias"  # a suffix: the query tower's and its key copy's
+
+
+def _rel_delta(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| over max |b|: the delta relative to the tensor's scale."""
+    return max_delta(a, b) / max(float(b.detach().abs().max()), 1e-30)
+
+
+def one_step(ac, theirs, ours, cfg) -> dict:
+    """One training forward + backward on both sides (same batch): deltas of losses, gradients, keys, queues."""
     theirs.train(), ours.train()
     images, captions, batch = make_batch(ac, 2)
     l_t = theirs(images, captions)
     l_o = {k: v for k, v in build_criterion(cfg)(ours(batch), batch).items() if k.endswith("_loss")}
-    for name in ("instance_loss", "infonce_loss", "global_align_loss"):
-        report(f"one step: {name}", max_delta(l_t[name], l_o[name]))
+    out = {f"loss {name}": max_delta(l_t[name], l_o[name]) for name in ("instance_loss", "infonce_loss",
+                                                                        "global_align_loss")}
     sum(l_t.values()).backward()
     sum(l_o.values()).backward()
     grads_t = _theirs_as_ours({k: p.grad for k, p in theirs.named_parameters() if p.grad is not None})
     grads_o = {k: p.grad for k, p in ours.named_parameters() if p.grad is not None}
     assert set(grads_t) == set(grads_o), sorted(set(grads_t) ^ set(grads_o))[:6]
-    report(f"one step: gradients ({len(grads_o)} tensors)", max(max_delta(grads_t[k], grads_o[k]) for k in grads_o))
+    scored = [k for k in grads_o if not k.endswith(ZERO_GRADIENT)]
+    out["grads"] = len(grads_o)
+    out["grad abs"] = max((max_delta(grads_t[k], grads_o[k]), k) for k in scored)
+    out["grad rel"] = max((_rel_delta(grads_t[k], grads_o[k]), k) for k in scored)
+    out["grad scale"] = max(float(grads_o[k].abs().max()) for k in scored)
+    out["grad zero"] = max(max(float(grads_t[k].abs().max()), float(grads_o[k].abs().max())) for k in grads_o if k.endswith(ZERO_GRADIENT))
     state_t, state_o = _theirs_as_ours(theirs.state_dict()), ours.state_dict()
     params = {k for k, _ in ours.named_parameters()} | {k for k in state_o if k.startswith(KEY_ENCODERS)
                                                          and not _is_key_buffer(k)}
     keys = [k for k in params if k.startswith(KEY_ENCODERS) and "word_table" not in k]
-    report("one step: momentum key encoders (parameters)", max(max_delta(state_t[k], state_o[k]) for k in keys))
+    out["key params"] = max(max_delta(state_t[k], state_o[k]) for k in keys)
     buffers = [k for k in state_o if _is_key_buffer(k) and state_o[k].is_floating_point()]
-    report("one step: key encoders' BN running statistics", max(max_delta(state_t[k], state_o[k]) for k in buffers),
+    out["key BN"] = max(max_delta(state_t[k], state_o[k]) for k in buffers)
+    out["queues"] = max(max_delta(state_t[k].float(), state_o[k].float()) for k in state_o if k.startswith("queue."))
+    return out
+
+
+def check_one_step(ac, theirs, ours, cfg) -> None:
+    d = one_step(ac, theirs, ours, cfg)
+    for name in ("instance_loss", "infonce_loss", "global_align_loss"):
+        report(f"one step: {name}", d[f"loss {name}"])
+    report(f"one step: gradients ({d['grads']} tensors), max abs", d["grad abs"][0],
+           f"{d['grad abs'][1]}; gradients reach |g| = {d['grad scale']:.0f}")
+    report("one step: gradients, max relative (per tensor: max|delta| / max|g|)", d["grad rel"][0],
+           f"worst: {d['grad rel'][1]}")
+    report("one step: attnpool.k_proj.bias gradient, both sides (0 in exact arithmetic)", d["grad zero"],
+           "rounding noise of a zero gradient; left out above")
+    report("one step: momentum key encoders (parameters)", d["key params"])
+    report("one step: key encoders' BN running statistics", d["key BN"],
            "never used (see README); ours copies the query's")
-    report("one step: queues (image, text keys; ids; pointer)",
-           max(max_delta(state_t[k].float(), state_o[k].float()) for k in state_o if k.startswith("queue.")))
+    report("one step: queues (image, text keys; ids; pointer)", d["queues"])
 
 
-def check_training(ac, theirs, ours, their_cfg, cfg, steps: int) -> None:
-    opt_t, _ = ac.optimizer_and_scheduler(their_cfg, theirs)
-    s = cfg.solver
-    opt_o = build_optimizer(ours, name=s.optimizer, base_lr=s.base_lr, weight_decay=s.weight_decay,
-                            bias_lr_factor=s.bias_lr_factor, weight_decay_bias=s.weight_decay_bias,
-                            betas=(s.adam_alpha, s.adam_beta), momentum=s.sgd_momentum)
+@contextlib.contextmanager
+def their_momentum_rounding():
+    """Our key-encoder update with their arithmetic, k * m + q * (1 - m) (two roundings), instead of our
+    fused ``k.mul_(m).add_(q, alpha=1 - m)`` (one multiply-add rounding): a diagnostic only."""
+    import textreid.models.textreid as ours_module
+
+    @torch.no_grad()
+    def update(query, key, m):
+        for q, k in zip(query.parameters(), key.parameters(), strict=True):
+            k.copy_(k * m + q * (1.0 - m))
+        for qb, kb in zip(query.buffers(), key.buffers(), strict=True):
+            if kb.data_ptr() != qb.data_ptr():
+                kb.copy_(qb)
+
+    saved = ours_module.momentum_update
+    ours_module.momentum_update = update
+    try:
+        yield
+    finally:
+        ours_module.momentum_update = saved
+
+
+def _grad_taps(layers: dict[str, torch.nn.Module], store: dict) -> None:
+    """Keep the gradients reaching each layer's output (an embedding) and input (a tower's output)."""
+    def tap(name):
+        def hook(module, inputs, output):
+            if output.requires_grad:  # not the key projections (no_grad)
+                output.register_hook(lambda g: store.__setitem__(f"{name} output", g))
+                inputs[0].register_hook(lambda g: store.__setitem__(f"{name} input", g))
+        return hook
+
+    for name, layer in layers.items():
+        layer.register_forward_hook(tap(name))
+
+
+def check_one_step_their_rounding(ac, root: Path) -> None:
+    """The same step with the key-encoder update rounded as theirs: what is left is autograd's summation order."""
+    theirs, ours, _, cfg = build_pair(ac, root)
+    taps_t, taps_o = {}, {}
+    _grad_taps({"image": theirs.embed_model.v_embed_layer, "text": theirs.embed_model.t_embed_layer}, taps_t)
+    _grad_taps({"image": ours.v_embed_layer, "text": ours.t_embed_layer}, taps_o)
+    with their_momentum_rounding():
+        d = one_step(ac, theirs, ours, cfg)
+    tag = "one step, key update rounded as theirs:"
+    report(f"{tag} losses", max(d[f"loss {n}"] for n in ("instance_loss", "infonce_loss", "global_align_loss")))
+    report(f"{tag} queues", d["queues"])
+    for where, label in (("output", "embeddings"), ("input", "tower outputs")):
+        report(f"{tag} gradient at the {label}, relative", max(_rel_delta(taps_t[f"{m} {where}"],
+                                                                          taps_o[f"{m} {where}"])
+                                                               for m in ("image", "text")))
+    report(f"{tag} gradients, max abs", d["grad abs"][0], d["grad abs"][1])
+    report(f"{tag} gradients, max relative", d["grad rel"][0], d["grad rel"][1])
+
+
+def check_training(ac, root: Path, steps: int, optimizer: str = "Adam") -> None:
+    """``steps`` steps of each side's own optimizer and (epoch-1 warm-up) learning rate on the same batches."""
+    theirs, ours, their_cfg, cfg = build_pair(ac, root, ("SOLVER.OPTIMIZER", optimizer))
+    opt_t, _ = ac.optimizer_and_scheduler(their_cfg, theirs)  # their scheduler sets the warm-up start lr
+    opt_o, _, _ = build_optimization(cfg, ours, torch.device("cpu"))  # what `textreid train` builds
+    lrs = sorted({g["lr"] for g in opt_t.param_groups}), sorted({g["lr"] for g in opt_o.param_groups})
+    assert len(lrs[0]) == len(lrs[1]) and all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(*lrs, strict=True)), lrs
     theirs.train(), ours.train()
     criterion = build_criterion(cfg)
+    initial = {k: v.clone() for k, v in ours.state_dict().items()}
     for step in range(steps):
         images, captions, batch = make_batch(ac, 100 + step)
         opt_t.zero_grad()
@@ -188,18 +281,29 @@ def check_training(ac, theirs, ours, their_cfg, cfg, steps: int) -> None:
         sum(v for k, v in criterion(ours(batch), batch).items() if k.endswith("_loss")).backward()
         opt_o.step()
     state_t, state_o = _theirs_as_ours(theirs.state_dict()), ours.state_dict()
-    abs_max, rel_max, worst = 0.0, 0.0, ""
-    for k, v in state_o.items():
-        if "word_table" in k or not v.is_floating_point() or _is_key_buffer(k):
-            continue
-        d = max_delta(state_t[k], v)
-        rel = d / max(float(v.abs().max()), 1e-12)
-        abs_max = max(abs_max, d)
-        if rel > rel_max:
-            rel_max, worst = rel, k
-    report(f"{steps} steps (REPRODUCE authors): final weights, max abs", abs_max,
-           "all parameters and buffers but the key encoders' BN statistics")
-    report(f"{steps} steps: final weights, max relative (per tensor)", rel_max, f"worst: {worst}")
+    deltas = {k: _weight_deltas(state_t[k], v, initial[k]) for k, v in state_o.items()
+              if "word_table" not in k and v.is_floating_point() and not _is_key_buffer(k)}
+    scored = {k: d for k, d in deltas.items() if not k.endswith(ZERO_GRADIENT)}
+    tag = f"{steps} {optimizer} steps (REPRODUCE authors): weights,"
+    for i, (what, note) in enumerate([("max abs", "all parameters and buffers but the key encoders' BN statistics"),
+                                      ("max relative per element (max|delta| / max|w|)", ""),
+                                      ("relative in norm (|delta| / |w|)", ""),
+                                      ("relative to the change (|delta| / |w_end - w_start|)", "")]):
+        worst = max(scored, key=lambda k: scored[k][i])  # noqa: B023
+        report(f"{tag} {what}", scored[worst][i], f"worst: {worst}" + (f"; {note}" if note else ""))
+    zero = [d for k, d in deltas.items() if k.endswith(ZERO_GRADIENT)]
+    flat = [torch.cat([(state_t[k].double() - state_o[k].double()).flatten() for k in scored]),
+            torch.cat([state_o[k].double().flatten() for k in scored])]
+    report(f"{tag} relative, whole model (|delta| / |w| over all of them)", float(flat[0].norm() / flat[1].norm()))
+    report(f"{steps} {optimizer} steps: attnpool.k_proj.bias (zero gradient), relative in norm", max(d[2] for d in zero),
+           "Adam turns its rounding-noise gradient into full-size steps, on both sides")
+
+
+def _weight_deltas(theirs: torch.Tensor, ours: torch.Tensor, start: torch.Tensor) -> tuple[float, ...]:
+    """max |delta|; over max |w|; |delta| / |w| and / |w - w_start| (Frobenius norms)."""
+    delta = (theirs.double() - ours.double()).norm()
+    return (max_delta(theirs, ours), _rel_delta(theirs, ours), float(delta / ours.double().norm().clamp_min(1e-30)),
+            float(delta / (ours.double() - start.double()).norm().clamp_min(1e-30)))
 
 
 def check_schedule(ac, root: Path) -> None:
@@ -255,7 +359,8 @@ def check_evaluation(ac) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--authors-repo", required=True, help="a work tree of github.com/BrandonHanx/TextReID")
-    parser.add_argument("--steps", type=int, default=20, help="training steps compared (default 20)")
+    parser.add_argument("--steps", type=int, default=20, help="training steps compared (default 20; 0 skips them)")
+    parser.add_argument("--sgd", action="store_true", help="also compare --steps steps of SGD (diagnostic)")
     parser.add_argument("--work-dir", default="", help="keeps the random RN50.pt between runs (default: temp)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -269,8 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         theirs, ours, their_cfg, cfg = build_pair(ac, root)
         check_towers(ac, theirs, ours)
         check_one_step(ac, theirs, ours, cfg)
-        theirs, ours, their_cfg, cfg = build_pair(ac, root)
-        check_training(ac, theirs, ours, their_cfg, cfg, args.steps)
+        check_one_step_their_rounding(ac, root)
+        if args.steps > 0:
+            check_training(ac, root, args.steps)  # the paper's optimizer
+        if args.steps > 0 and args.sgd:  # linear in the gradient: no per-element normalisation
+            check_training(ac, root, args.steps, "SGD")
     return 0
 
 
