@@ -231,7 +231,9 @@ def build_model(
             log.info("MODEL.REINIT_LINEAR: every nn.Linear re-initialised after loading (the authors' moco head)")
         else:
             log.info("MODEL.REINIT_LINEAR ignored: the authors re-initialise only under the moco head")
-    if pretrained:  # an IRRA/RDE checkpoint also holds heads (classifier, MLM / token-selection branches)
+    # An IRRA/RDE checkpoint also holds heads (classifier, MLM / token-selection branches). Only CLIP towers
+    # read such a file, so a torchvision weight file is not read a second time just to find it holds none.
+    if pretrained and visual_family(m.visual_model) != "torchvision_resnet":
         load_recipe_heads(model, pretrained)
     return model
 
