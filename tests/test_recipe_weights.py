@@ -15,6 +15,7 @@ import torch
 
 from textreid.cli import main
 from textreid.config import load_config
+from textreid.models import clip_weights
 from textreid.models.build import build_model
 from textreid.models.clip_weights import ClipWeightsError
 
@@ -110,11 +111,15 @@ def _model(config: str, path: Path | str, *extra: str, classes: int = CLASSES):
 
 
 @pytest.mark.parametrize("recipe", ["irra", "rde"])
-def test_their_checkpoint_fills_towers_and_heads(recipe: str, tmp_path: Path, caplog) -> None:
+def test_their_checkpoint_fills_towers_and_heads(recipe: str, tmp_path: Path, caplog, monkeypatch) -> None:
     path = tmp_path / "best.pth"
     theirs = write_their_checkpoint(path, recipe)
+    reads = []
+    real_read = clip_weights._read_state_dict
+    monkeypatch.setattr(clip_weights, "_read_state_dict", lambda p: reads.append(p) or real_read(p))
     with caplog.at_level(logging.INFO, logger="textreid"):
         model = _model(f"synth/tiny_{recipe}", path)
+    assert reads == [path]  # one read serves the image tower, the text tower and the heads
     state = model.state_dict()
     mapped = {ours(k): v for k, v in theirs.items() if ours(k) is not None}
     for key, value in mapped.items():

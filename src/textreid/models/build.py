@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from textreid.config import Config
+from textreid.models.clip_weights import reads_shared
 from textreid.models.gru import BiGRUTower
 from textreid.models.recipe_weights import load_recipe_heads
 from textreid.models.recipes import recipe_model_parts
@@ -207,6 +208,14 @@ def build_model(
     if classes < 1:
         raise ValueError("number of identities unknown: pass num_classes from the training data or set MODEL.NUM_CLASSES")
     pretrained = pretrained_path(cfg) if load_pretrained else ""
+    with reads_shared():  # MODEL.PRETRAINED is read once for both towers and the heads
+        return _build(cfg, classes, vocab_size=vocab_size, word_table=word_table, pretrained=pretrained,
+                      reinit=m.reinit_linear and load_pretrained)
+
+
+def _build(cfg: Config, classes: int, *, vocab_size: int, word_table: np.ndarray | torch.Tensor | None,
+           pretrained: str, reinit: bool) -> TextReID:
+    m = cfg.model
     visual = build_visual_tower(
         m.visual_model, image_size=(cfg.input.height, cfg.input.width), pretrained=pretrained, **_visual_sizes(cfg)
     )
@@ -225,7 +234,7 @@ def build_model(
         freeze_towers=m.freeze,
         **recipe_model_parts(cfg, joint_width=e.feature_size or textual.out_dim),
     )
-    if m.reinit_linear and load_pretrained:
+    if reinit:
         if e.embed_head == "moco":  # the authors' re-initialisation lives in their moco head only
             model.reinit_linear_like_authors()
             log.info("MODEL.REINIT_LINEAR: every nn.Linear re-initialised after loading (the authors' moco head)")

@@ -16,9 +16,12 @@ returned as float32 (OpenAI stores most weights as float16).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +98,38 @@ def _preview(keys: list[str], n: int = 6) -> str:
     return f"{shown}, ... ({len(keys)} keys)" if len(keys) > n else shown or "(no keys)"
 
 
+# Within ``reads_shared()``: resolved path -> the state dict read from it (see there).
+_SHARED_READS: contextvars.ContextVar[dict[Path, dict[str, Any]] | None] = contextvars.ContextVar(
+    "textreid_shared_weight_reads", default=None)
+
+
+@contextlib.contextmanager
+def reads_shared() -> Iterator[None]:
+    """Inside this block each weight file is read from disk once: building a model reads MODEL.PRETRAINED
+    for the image tower, the text tower and (IRRA/RDE files) the heads, and an OpenAI TorchScript archive
+    or a full recipe checkpoint takes seconds to load. The state dicts are dropped when the block ends."""
+    token = _SHARED_READS.set({})
+    try:
+        yield
+    finally:
+        _SHARED_READS.reset(token)
+
+
 def read_weight_file(path: Path) -> dict[str, Any]:
     """The state dict stored in a weight file: unwrapped from a ``"state_dict"`` / ``"model"`` container,
-    a ``module.`` / ``_orig_mod.`` wrapper prefix removed."""
+    a ``module.`` / ``_orig_mod.`` wrapper prefix removed. A new dict each call (its tensors are shared
+    with earlier calls inside ``reads_shared()``)."""
+    shared = _SHARED_READS.get()
+    key = path.resolve()
+    if shared is not None and key in shared:
+        return dict(shared[key])
+    sd = _read_state_dict(path)
+    if shared is not None:
+        shared[key] = sd
+    return dict(sd)
+
+
+def _read_state_dict(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ClipWeightsError(
             f"CLIP weight file not found: {path} (give the local path of an OpenAI CLIP .pt file, "
