@@ -19,6 +19,7 @@ import logging
 import math
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,7 +322,11 @@ def end_epoch(run: Run, *, progress: bool) -> None:
     """After an epoch: lr schedule step, validation (val Rank-1 selects best.pth), with TEST.EVERY_EPOCH the
     test split (kept in the state, so before last.pth), last.pth, epoch_N.pth."""
     s, state = run.cfg.solver, run.state
-    run.scheduler.step()
+    with warnings.catch_warnings():
+        # An epoch resumed at its very end runs no optimizer step in this process; torch then warns that the
+        # schedule is stepped first, but the schedule is per epoch and its state came from the checkpoint.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        run.scheduler.step()
     state.epoch += 1
     metrics = None
     if run.data.val and (state.epoch % s.evaluate_period == 0 or state.epoch == s.num_epochs):
