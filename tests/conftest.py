@@ -159,6 +159,30 @@ def custom_csv(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- synthetic runs
 # A tiny synthetic dataset (generated once per session) and config overrides that make the
 # demo configuration train in seconds on CPU; shared by the engine and search tests.
+def tiny_config(*, size: tuple[int, int] = (32, 16), head: str = "moco", text: str = "bigru",
+                onehot: str = "clip_vit", max_length: int | None = None, context_length: int = 20):
+    """A model config small enough to build and step in milliseconds: random towers, a one-block-per-stage
+    CLIP ResNet, a 6-wide word table into a 5-unit BiGRU or a one-layer text transformer, 12-d embeddings."""
+    from textreid.config import Config
+
+    cfg = Config()
+    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
+    cfg.input.height, cfg.input.width = size
+    r = cfg.model.resnet
+    r.layers, r.width, r.heads, r.output_dim, r.res5_stride = [1, 1, 1, 1], 8, 2, 16, 1
+    cfg.model.textual_model = text
+    g = cfg.model.gru
+    g.onehot, g.embedding_size, g.num_units = onehot, 6, 5
+    if max_length is not None:
+        g.max_length = max_length
+    t = cfg.model.text_transformer
+    t.width, t.layers, t.heads, t.output_dim, t.context_length = 16, 1, 2, 12, context_length
+    cfg.model.embedding.embed_head = head
+    cfg.model.embedding.feature_size = 12
+    cfg.model.moco.k = 8
+    return cfg
+
+
 FAST_OVERRIDES = [
     "INPUT.HEIGHT", "64", "INPUT.WIDTH", "32", "INPUT.PADDING", "2",
     "MODEL.RESNET.WIDTH", "8", "MODEL.RESNET.OUTPUT_DIM", "64", "MODEL.RESNET.HEADS", "2",

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import textreid
+from conftest import tiny_config
 from textreid.config import CLIP_MEAN, CLIP_STD, Config, to_dict
 from textreid.data.text import ClipTokenizer, WordTokenizer
 from textreid.data.transforms import build_transforms
@@ -22,20 +23,7 @@ CAPTIONS = ["a woman in a red coat", "a man with black trousers and a white bag"
 
 
 def _cfg(text: str = "bigru") -> Config:
-    cfg = Config()
-    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
-    cfg.input.height, cfg.input.width = 32, 16
-    r = cfg.model.resnet
-    r.layers, r.width, r.heads, r.output_dim, r.res5_stride = [1, 1, 1, 1], 8, 2, 16, 1
-    cfg.model.textual_model = text
-    cfg.model.gru.onehot = "clip_vit"
-    cfg.model.gru.embedding_size, cfg.model.gru.num_units, cfg.model.gru.max_length = 6, 5, 4
-    t = cfg.model.text_transformer
-    t.width, t.layers, t.heads, t.output_dim, t.context_length = 16, 1, 2, 12, 16
-    cfg.model.embedding.embed_head = "moco"
-    cfg.model.embedding.feature_size = 12
-    cfg.model.moco.k = 8
-    return cfg
+    return tiny_config(text=text, max_length=4, context_length=16)
 
 
 def _images(tmp_path: Path) -> list[Image.Image | Path]:

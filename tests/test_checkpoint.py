@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from authors_format import export_authors
+from conftest import tiny_config
 from textreid.config import Config, to_dict
 from textreid.models.build import build_model
 from textreid.models.checkpoint import (
@@ -25,17 +26,7 @@ TABLE = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
 
 
 def _cfg(head: str) -> Config:
-    cfg = Config()
-    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
-    cfg.input.height, cfg.input.width = 32, 16
-    r = cfg.model.resnet
-    r.layers, r.width, r.heads, r.output_dim, r.res5_stride = [1, 1, 1, 1], 8, 2, 16, 1
-    cfg.model.gru.onehot = "clip_vit"
-    cfg.model.gru.embedding_size, cfg.model.gru.num_units = 6, 5
-    cfg.model.embedding.embed_head = head
-    cfg.model.embedding.feature_size = 12
-    cfg.model.moco.k = 8
-    return cfg
+    return tiny_config(head=head)
 
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:

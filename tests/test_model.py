@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conftest import tiny_config
 from textreid import losses
 from textreid.config import Config
 from textreid.criterion import TextReIDCriterion
@@ -201,19 +202,7 @@ def test_freeze_towers() -> None:
 
 # --------------------------------------------------------------------------- builder
 def _tiny_cfg(head: str = "moco", text: str = "bigru", onehot: str = "clip_vit") -> Config:
-    cfg = Config()
-    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
-    cfg.input.height, cfg.input.width = 64, 32
-    r = cfg.model.resnet
-    r.layers, r.width, r.heads, r.output_dim, r.res5_stride = [1, 1, 1, 1], 8, 2, 16, 1
-    cfg.model.textual_model = text
-    cfg.model.gru.onehot = onehot
-    cfg.model.gru.embedding_size, cfg.model.gru.num_units = 6, 5
-    t = cfg.model.text_transformer
-    t.width, t.layers, t.heads, t.output_dim, t.context_length = 16, 1, 2, 12, 20
-    cfg.model.embedding.embed_head = head
-    cfg.model.embedding.feature_size = 12
-    cfg.model.moco.k = 8
+    cfg = tiny_config(size=(64, 32), head=head, text=text, onehot=onehot)
     cfg.model.losses.sdm = 0.5
     return cfg
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import tiny_config
 from search_fakes import (
     COLOURS,
     ColourEncoder,
@@ -191,22 +192,13 @@ def test_real_tiny_checkpoint_end_to_end(tmp_path: Path) -> None:
     import torch
 
     from textreid.api import load
-    from textreid.config import Config, to_dict
+    from textreid.config import to_dict
     from textreid.data.vocab import Vocabulary
     from textreid.models.build import build_model
     from textreid.models.checkpoint import save_checkpoint
 
     captions = ["a woman in a red coat", "a man in black trousers with a white bag"]
-    cfg = Config()
-    cfg.model.pretrained = "none"  # random towers (unset = the authors' weight files)
-    cfg.input.height, cfg.input.width = 32, 16
-    r = cfg.model.resnet
-    r.layers, r.width, r.heads, r.output_dim, r.res5_stride = [1, 1, 1, 1], 8, 2, 16, 1
-    cfg.model.textual_model = "bigru"
-    cfg.model.gru.onehot = "clip_vit"
-    cfg.model.gru.embedding_size, cfg.model.gru.num_units, cfg.model.gru.max_length = 6, 5, 8
-    cfg.model.embedding.embed_head = "simple"
-    cfg.model.embedding.feature_size = 12
+    cfg = tiny_config(head="simple", max_length=8)
     vocab = Vocabulary.build(captions)
     table = np.random.default_rng(1).standard_normal((len(vocab), 6)).astype(np.float32)
     torch.manual_seed(0)
