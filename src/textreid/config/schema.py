@@ -219,7 +219,7 @@ class SolverConfig:
     seed: int = 0  # seeds python, numpy and torch; the sampler derives its order from it
     deterministic: bool = False  # deterministic algorithms (bit-exact resume on CPU)
     sync_bn: bool = False  # SyncBatchNorm under torch.distributed
-    channels_last: bool = True  # NHWC images + conv weights (oneDNN on CPU: ~2x faster training)
+    channels_last: bool = True  # NHWC images + conv weights (oneDNN's preferred layout; README: measured vs NCHW)
 
 
 @dataclass

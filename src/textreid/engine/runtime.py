@@ -23,7 +23,7 @@ def autocast(device: torch.device, amp: str = "auto"):
 
     GPU: bf16 ("auto"/"bf16") or fp16. CPU: full fp32 unless "bf16" is asked for explicitly
     (worth it on CPUs with native bf16, e.g. AVX512-BF16/AMX; slower without, and it changes the
-    numerics: see the README's CPU bf16 measurement). "off": fp32 everywhere.
+    numerics: `benchmarks/bench_amp_cpu.py` measures by how much). "off": fp32 everywhere.
     """
     if amp not in ("auto", "bf16", "fp16", "off"):
         raise ValueError(f"unknown SOLVER.AMP {amp!r}; valid: auto, bf16, fp16, off")

@@ -131,7 +131,7 @@ class Run:
     scaler: torch.amp.GradScaler  # enabled only for fp16 autocast on CUDA
     loader: DataLoader
     criterion: Any  # model outputs + batch -> {"…_loss": weighted term}
-    division: Any = None  # the clean-pair division of MODEL.RECIPE, if any
+    division: Any = None  # the clean-pair division (DIVISION.ENABLED), if any
     ddp: nn.Module | None = None  # what a step calls: the model, or DDP around it
     writer: Any = None  # TensorBoard SummaryWriter (rank 0, --use-tensorboard)
     state: TrainState = field(default_factory=TrainState)
