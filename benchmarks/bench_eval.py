@@ -14,6 +14,11 @@ just before (Linux: the peak is reset through /proc/self/clear_refs).
     python benchmarks/bench_eval.py --size cuhk --check          # streamed == one block
     python benchmarks/bench_eval.py --size cuhk --breakdown      # time per stage
     python benchmarks/bench_eval.py --authors-repo DIR --queries 1000 --gallery 500   # side by side
+    python benchmarks/bench_eval.py --size cuhk --against-src OLD/src   # another checkout, alternating
+
+``--against-src`` times the ``textreid.metrics.evaluate`` of another source tree (e.g. ``git archive
+REV src | tar -x -C OLD``) and this one alternately in one process on the same features, so that a
+change is compared on the same machine under the same load.
 """
 
 from __future__ import annotations
@@ -112,6 +117,42 @@ def breakdown(text_feats, text_ids, image_feats, image_ids, k: int, alpha: float
         print(f"  {name:<26} {seconds * 1000:9.1f} ms ({cpu:.1f} s CPU)  peak +{extra:.2f} GiB")
 
 
+def _evaluate_of(src: Path | None):
+    """``textreid.metrics.evaluate`` imported from ``src`` (None: this checkout's), freshly."""
+    for name in [m for m in sys.modules if m == "textreid" or m.startswith("textreid.")]:
+        del sys.modules[name]
+    if src is not None:
+        sys.path.insert(0, str(src.resolve()))
+    try:
+        import textreid.metrics as metrics
+
+        return metrics.evaluate, Path(metrics.__file__).resolve()
+    finally:
+        if src is not None:
+            sys.path.remove(str(src.resolve()))
+
+
+def compare_trees(other_src: Path, feats, *, rerank: bool, repeat: int) -> None:
+    """Wall and CPU time of the two trees' evaluate(), runs alternating (A B, B A, ...), same features."""
+    if not (other_src / "textreid" / "metrics").exists() and not (other_src / "textreid" / "metrics.py").exists():
+        raise SystemExit(f"--against-src {other_src}: no textreid/metrics in it (give the src/ folder of a checkout)")
+    trees = {"other": _evaluate_of(other_src), "this": _evaluate_of(None)}
+    _evaluate_of(None)  # leave this checkout's modules imported
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
+    results = {}
+    for r in range(repeat + 1):  # round 0 is a warm-up
+        for name in (("other", "this") if r % 2 == 0 else ("this", "other")):
+            results[name], wall, cpu, _ = measure(lambda f=trees[name][0]: f(*feats, rerank=rerank))
+            if r:
+                times[name].append((wall, cpu))
+    print(f"alternating runs, {repeat} timed each after one warm-up, 1-min load {_load():.2f} at the end:")
+    for name, (_, where) in trees.items():
+        wall = statistics.median(t[0] for t in times[name])
+        cpu = statistics.median(t[1] for t in times[name])
+        print(f"  {name:<5} {where}: median {wall:.3f} s wall, {cpu:.2f} s CPU")
+    print(f"metrics {'IDENTICAL' if results['other'] == results['this'] else 'DIFFERENT'} between the two trees")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse sizes, time evaluate(rerank=True) and print the figures with their conditions."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--breakdown", action="store_true", help="also time each stage once")
     parser.add_argument("--authors-repo", type=Path, default=None,
                         help="also run the authors' evaluation (incl. re-ranking) side by side")
+    parser.add_argument("--against-src", type=Path, default=None,
+                        help="time another source tree's evaluate() alternately with this one's (its src/ folder)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -142,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     load_start = _load()
     feats = make_features(num_q, num_g, num_p, args.dim, args.seed)
     rerank = not args.no_rerank
+    if args.against_src is not None:
+        compare_trees(args.against_src, feats, rerank=rerank, repeat=max(args.repeat, 2))
+        return
     results = evaluate(*feats, rerank=rerank) if args.repeat > 1 else None  # warm-up
     runs = [measure(lambda: evaluate(*feats, rerank=rerank)) for _ in range(args.repeat)]
     results = runs[-1][0]
