@@ -1,6 +1,7 @@
 """What the clean-pair division recovers on noisy captions, on the synthetic pedestrians.
 
     python benchmarks/bench_noise.py --root demo [--rates 0.2 0.5 0.8] [--seeds 0 1 2] [--jobs 2] [KEY VALUE ...]
+    python benchmarks/bench_noise.py --root demo --pretrain-root other [--pretrain-epochs 12] ...   (or --init CKPT)
 
 For each seed: the tiny model (``--config``, default ``synth/tiny_moco``) trained on clean captions
 without and with the consensus clean-pair division (``DIVISION.ENABLED``, from ``--division-start``),
@@ -11,6 +12,15 @@ for the division runs how well the last division matched the truth (share of the
 dropped, share of the kept pairs that are truly clean). ``KEY VALUE`` overrides go to every run.
 ``--root`` must hold ``datasets/synth`` (``textreid synth --out DIR/datasets/synth``). ``--jobs`` runs
 that many trainings at once (``--threads`` torch threads each); results do not depend on it.
+
+By default every run starts from random weights. RDE divides with a model that starts from pretrained
+weights; the analogue here: ``--pretrain-root DIR`` (a data root whose ``datasets/synth`` was written
+with another ``textreid synth --seed``, so its persons are not the evaluation set's) trains the model
+once on those clean captions (``--pretrain-epochs`` epochs, the rate ÷10 after three quarters of them,
+the shared ``KEY VALUE`` overrides, seed 0), or ``--init CKPT`` names such a checkpoint; every run of
+the table then fine-tunes from it (``MODEL.WEIGHT``; an identity classifier for another number of
+persons keeps its fresh weights). With ``--json``, runs already in that file for the same settings
+are not run again.
 """
 
 from __future__ import annotations
@@ -48,6 +58,17 @@ def _division_quality(cfg, last: Path) -> dict[str, float]:
             "kept_clean": float((kept & clean).sum() / max(kept.sum(), 1)), "kept": float(kept.mean())}
 
 
+def pretrain(config: str, root: str, epochs: int, overrides: list[str], out: Path, threads: int = 0) -> Path:
+    """Train once on the clean captions under ``root`` -> the checkpoint selected on its val split."""
+    if threads:
+        torch.set_num_threads(threads)
+    steps = f"({max(1, round(0.75 * epochs))},)"
+    cfg = load_config(config, ["ROOT", root, "SOLVER.SEED", "0", *overrides,
+                               "SOLVER.NUM_EPOCHS", str(epochs), "SOLVER.STEPS", steps])
+    train(cfg, output_dir=out, device="cpu", progress=False)
+    return out / "best.pth"
+
+
 def run(config: str, root: str, seed: int, overrides: list[str], threads: int = 0) -> dict:
     """One training run -> ``{"R1": test t2i Rank-1, "seconds", "division": {...}}``."""
     if threads:
@@ -69,31 +90,75 @@ def summary(values: list[float]) -> str:
 def plan(a: argparse.Namespace) -> dict[str, list[list[str]]]:
     """Row name -> the overrides of each seed's run."""
     divided = ["DIVISION.ENABLED", "True", "DIVISION.START_EPOCH", str(a.division_start)]
-    rows = {"clean": [list(a.overrides) for _ in a.seeds],
-            "clean, clean-pair division": [[*a.overrides, *divided] for _ in a.seeds]}
+    shared = [*a.overrides, *(["MODEL.WEIGHT", str(Path(a.init).resolve())] if a.init else [])]
+    rows = {"clean": [list(shared) for _ in a.seeds],
+            "clean, clean-pair division": [[*shared, *divided] for _ in a.seeds]}
     for rate in a.rates:
-        noisy = [[*a.overrides, "DATASETS.NOISE_RATE", str(rate), "DATASETS.NOISE_SEED", str(s)] for s in a.seeds]
+        noisy = [[*shared, "DATASETS.NOISE_RATE", str(rate), "DATASETS.NOISE_SEED", str(s)] for s in a.seeds]
         rows[f"{rate:.0%} noisy, plain"] = noisy
         rows[f"{rate:.0%} noisy, clean-pair division"] = [[*o, *divided] for o in noisy]
     return rows
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", required=True, help="data root holding datasets/synth")
     p.add_argument("--config", default="synth/tiny_moco")
     p.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.5, 0.8])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--division-start", type=int, default=1, help="epochs on all pairs before the first division")
+    p.add_argument("--pretrain-root", default="", help="data root of other persons' clean captions to pretrain on")
+    p.add_argument("--pretrain-epochs", type=int, default=12)
+    p.add_argument("--pretrain-out", default="", help="where the pretraining writes (default: "
+                   "<pretrain-root>/output/bench_noise_pretrain)")
+    p.add_argument("--init", default="", help="checkpoint every run fine-tunes from (instead of --pretrain-root)")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once")
     p.add_argument("--threads", type=int, default=0, help="torch threads per training (0: torch's default)")
-    p.add_argument("--json", default="", help="also write every run's result to this file")
+    p.add_argument("--json", default="", help="also write every run's result to this file (and skip runs in it)")
     p.add_argument("overrides", nargs="*", help="KEY VALUE config overrides for every run")
-    a = p.parse_args()
-    rows = plan(a)
-    # seed-major: an interrupted run still leaves whole tables for its first seeds (in --json)
-    jobs = [(name, seed, runs[i]) for i, seed in enumerate(a.seeds) for name, runs in rows.items()]
+    a = p.parse_args(argv)
+    if a.init and a.pretrain_root:
+        p.error("give --init or --pretrain-root, not both")
+    if a.init and not Path(a.init).is_file():
+        p.error(f"--init {a.init}: no such checkpoint")
+    return a
+
+
+def init_description(a: argparse.Namespace) -> str:
+    if a.pretrain_root:
+        return (f"fine-tuned from a model pretrained {a.pretrain_epochs} epochs on the clean captions of "
+                f"{a.pretrain_root} ({a.init})")
+    return f"fine-tuned from {a.init}" if a.init else "from random initialisation"
+
+
+def previous_results(a: argparse.Namespace, rows: dict) -> dict[str, dict[int, dict]]:
+    """Finished runs in ``--json`` written with the same settings (an interrupted table goes on)."""
     results: dict[str, dict[int, dict]] = {name: {} for name in rows}
+    if not a.json or not Path(a.json).is_file():
+        return results
+    old = json.loads(Path(a.json).read_text())
+    if (old.get("config"), old.get("overrides"), old.get("division_start"), old.get("init", "")) != (
+            a.config, a.overrides, a.division_start, a.init):
+        return results
+    for name, by_seed in old.get("results", {}).items():
+        if name in results:
+            results[name] = {int(s): r for s, r in by_seed.items() if int(s) in a.seeds}
+    return results
+
+
+def main() -> None:
+    a = parse_args()
+    if a.pretrain_root:
+        out = Path(a.pretrain_out or Path(a.pretrain_root) / "output" / "bench_noise_pretrain")
+        t0 = time.perf_counter()
+        a.init = str(pretrain(a.config, a.pretrain_root, a.pretrain_epochs, a.overrides, out, a.threads))
+        print(f"# pretrained on {a.pretrain_root}: {a.init} ({(time.perf_counter() - t0) / 60:.1f} min)",
+              file=sys.stderr, flush=True)
+    rows = plan(a)
+    results = previous_results(a, rows)
+    # seed-major: an interrupted run still leaves whole tables for its first seeds (in --json)
+    jobs = [(name, seed, runs[i]) for i, seed in enumerate(a.seeds) for name, runs in rows.items()
+            if seed not in results[name]]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as pool:
         futures = {pool.submit(run, a.config, a.root, seed, o, a.threads): (name, seed) for name, seed, o in jobs}
@@ -104,9 +169,13 @@ def main() -> None:
                   file=sys.stderr, flush=True)
             if a.json:
                 Path(a.json).write_text(json.dumps({"config": a.config, "overrides": a.overrides,
-                                                    "division_start": a.division_start, "results": results},
-                                                   indent=1))
-    print(f"{a.config}, seeds {a.seeds}, overrides {' '.join(a.overrides) or '(none)'}: "
+                                                    "division_start": a.division_start, "init": a.init,
+                                                    "results": results}, indent=1))
+    print_table(a, results)
+
+
+def print_table(a: argparse.Namespace, results: dict[str, dict[int, dict]]) -> None:
+    print(f"{a.config}, {init_description(a)}, seeds {a.seeds}, overrides {' '.join(a.overrides) or '(none)'}: "
           "test Rank-1 (text to image), mean ± std over the seeds")
     print("| training captions | Rank-1 | noisy pairs dropped / kept pairs clean (last division) |\n|---|---|---|")
     for name, by_seed in results.items():

@@ -204,6 +204,57 @@ def test_model_weight_starts_training_from_a_checkpoint(synth_root: Path, one_ep
         build_model_for_training(_cfg(synth_root, "MODEL.WEIGHT", "nope.pth"), prepare_data(cfg))
 
 
+def test_model_weight_of_other_persons_keeps_a_fresh_classifier_and_this_runs_word_table(
+        synth_root: Path, one_epoch_run: Path, tmp_path: Path, caplog) -> None:
+    """Fine-tuning from a model trained on other persons (bench_noise's pretraining): the identity
+    classifier for another number of persons keeps its fresh weights (logged); the frozen word table
+    is this run's (the same words may sit in another order there); everything else is the file's."""
+    from textreid.engine.setup import build_model_for_training, prepare_data
+
+    ckpt = load_checkpoint(one_epoch_run / "last.pth")
+    source = ckpt["model"]
+    dim, persons = source["projection"].shape
+    source["projection"] = torch.randn(dim, persons + 7)  # a classifier for 7 more persons
+    own_table = source["textual.word_table"].clone()
+    source["textual.word_table"] = own_table.flip(0)  # another vocabulary order
+    other = tmp_path / "other_persons.pth"
+    torch.save(ckpt, other)
+
+    cfg = _cfg(synth_root, "MODEL.WEIGHT", str(other))
+    fresh = build_model_for_training(_cfg(synth_root), prepare_data(cfg)).state_dict()
+    caplog.set_level("INFO", logger="textreid")
+    model = build_model_for_training(cfg, prepare_data(cfg)).state_dict()
+    assert model["projection"].shape == (dim, persons) and not torch.equal(model["projection"][:, :persons],
+                                                                           source["projection"][:, :persons])
+    assert torch.equal(model["textual.word_table"], own_table)
+    assert torch.equal(model["textual.word_table"], fresh["textual.word_table"])
+    assert all(torch.equal(v, source[k]) for k, v in model.items() if k not in ("projection",) and "word_table" not in k)
+    assert "kept fresh (shape differs): projection" in caplog.text
+
+
+def test_bench_noise_fine_tunes_every_run_from_the_pretrained_model(tmp_path: Path) -> None:
+    """bench_noise's plan: with --init every run (plain and divided, every rate and seed) starts from it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_noise
+
+    init = tmp_path / "pre.pth"
+    init.write_bytes(b"")
+    a = bench_noise.parse_args(["--root", "r", "--init", str(init), "--rates", "0.5", "--seeds", "0", "1",
+                                "--division-start", "0", "SOLVER.NUM_EPOCHS", "3"])
+    rows = bench_noise.plan(a)
+    assert list(rows) == ["clean", "clean, clean-pair division", "50% noisy, plain", "50% noisy, clean-pair division"]
+    for runs in rows.values():
+        assert len(runs) == 2
+        for o in runs:
+            assert o[o.index("MODEL.WEIGHT") + 1] == str(init.resolve()) and o[:2] == ["SOLVER.NUM_EPOCHS", "3"]
+    assert "fine-tuned from" in bench_noise.init_description(a)
+    scratch = bench_noise.parse_args(["--root", "r", "--rates", "0.5", "--seeds", "0"])
+    assert all("MODEL.WEIGHT" not in o for runs in bench_noise.plan(scratch).values() for o in runs)
+    assert bench_noise.init_description(scratch) == "from random initialisation"
+
+
 def test_test_every_epoch_reports_the_authors_protocol_across_a_resume(synth_root: Path, trained_run: Path,
                                                                        tmp_path: Path, capsys) -> None:
     """TEST.EVERY_EPOCH: one test figure per epoch, kept through a stop and resume, and their maximum

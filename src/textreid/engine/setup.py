@@ -209,8 +209,10 @@ def initial_weights_path(cfg: Config) -> Path | None:
 def load_initial_weights(model, path: str | Path) -> list[str]:
     """Copy a checkpoint's weights into ``model`` before training (fine-tuning).
 
-    Entries whose shape differs (e.g. the identity classifier of another dataset, a queue of another
-    length) keep their fresh initialisation; their names are returned and logged.
+    Entries whose shape differs (e.g. the identity classifier of another number of persons, a queue of
+    another length) keep their fresh initialisation; their names are returned and logged. The frozen
+    word-vector tables are never taken from the file: they belong to this run's vocabulary (another
+    dataset may have the same words in another order), not to what was learnt.
     """
     from textreid.models.checkpoint import (
         convert_authors_state_dict,
@@ -234,9 +236,12 @@ def load_initial_weights(model, path: str | Path) -> list[str]:
     if any(not k.endswith("word_table") for k in diff.missing):
         raise ValueError(f"{path}: does not fit this model, missing {diff.missing[:8]} (check MODEL.* against the run "
                          f"that wrote it)")
-    skipped = diff.wrong_shape_keys
-    model.load_state_dict({k: v for k, v in source.items() if k in target and k not in skipped}, strict=False)
-    log.info("initialised from %s%s", path, f"; kept fresh (shape differs): {', '.join(skipped)}" if skipped else "")
+    own = [k for k in target if k.endswith("word_table")]
+    skipped = [k for k in diff.wrong_shape_keys if k not in own]
+    model.load_state_dict({k: v for k, v in source.items() if k in target and k not in skipped and k not in own},
+                          strict=False)
+    log.info("initialised from %s%s%s", path, f"; kept fresh (shape differs): {', '.join(skipped)}" if skipped else "",
+             f"; word tables from this run's vocabulary: {', '.join(own)}" if own else "")
     return skipped
 
 
