@@ -40,6 +40,7 @@ import torch
 
 from textreid.config import load_config
 from textreid.data.noise import noisy_records
+from textreid.engine.evaluator import test
 from textreid.engine.setup import read_splits
 from textreid.engine.trainer import train
 from textreid.models.checkpoint import load_checkpoint
@@ -80,6 +81,16 @@ def run(config: str, root: str, seed: int, overrides: list[str], threads: int = 
         division = _division_quality(cfg, Path(out) / "last.pth") if cfg.division.enabled else {}
     return {"R1": float(result.metrics["test"]["t2i"]["R1"]), "seconds": time.perf_counter() - t0,
             "division": division}
+
+
+def evaluate_init(config: str, root: str, checkpoint: str, threads: int = 0) -> float:
+    """Test Rank-1 (text to image) of the starting checkpoint itself, before any fine-tuning."""
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = load_config(config, ["ROOT", root])
+    with tempfile.TemporaryDirectory() as out:
+        results = test(cfg, checkpoint_file=checkpoint, output_dir=Path(out), device="cpu", progress=False)
+    return float(results["t2i"]["R1"])
 
 
 def summary(values: list[float]) -> str:
@@ -161,6 +172,7 @@ def main() -> None:
             if seed not in results[name]]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as pool:
+        init_r1 = pool.submit(evaluate_init, a.config, a.root, a.init, a.threads).result() if a.init else None
         futures = {pool.submit(run, a.config, a.root, seed, o, a.threads): (name, seed) for name, seed, o in jobs}
         for future in futures:  # in submission order; each line as soon as its run is done
             name, seed = futures[future]
@@ -170,13 +182,15 @@ def main() -> None:
             if a.json:
                 Path(a.json).write_text(json.dumps({"config": a.config, "overrides": a.overrides,
                                                     "division_start": a.division_start, "init": a.init,
-                                                    "results": results}, indent=1))
-    print_table(a, results)
+                                                    "init_R1": init_r1, "results": results}, indent=1))
+    print_table(a, results, init_r1)
 
 
-def print_table(a: argparse.Namespace, results: dict[str, dict[int, dict]]) -> None:
+def print_table(a: argparse.Namespace, results: dict[str, dict[int, dict]], init_r1: float | None) -> None:
     print(f"{a.config}, {init_description(a)}, seeds {a.seeds}, overrides {' '.join(a.overrides) or '(none)'}: "
           "test Rank-1 (text to image), mean ± std over the seeds")
+    if init_r1 is not None:
+        print(f"(the starting checkpoint itself, not fine-tuned: test Rank-1 {init_r1:.1f})")
     print("| training captions | Rank-1 | noisy pairs dropped / kept pairs clean (last division) |\n|---|---|---|")
     for name, by_seed in results.items():
         values = [by_seed[s]["R1"] for s in a.seeds]
