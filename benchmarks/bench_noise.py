@@ -40,8 +40,8 @@ import torch
 
 from textreid.config import load_config
 from textreid.data.noise import noisy_records
-from textreid.engine.evaluator import test
-from textreid.engine.setup import read_splits
+from textreid.engine.evaluator import evaluate_split
+from textreid.engine.setup import build_model_for_training, prepare_data, read_splits
 from textreid.engine.trainer import train
 from textreid.models.checkpoint import load_checkpoint
 
@@ -83,13 +83,16 @@ def run(config: str, root: str, seed: int, overrides: list[str], threads: int = 
             "division": division}
 
 
-def evaluate_init(config: str, root: str, checkpoint: str, threads: int = 0) -> float:
+def evaluate_init(config: str, root: str, checkpoint: str, overrides: list[str], threads: int = 0) -> float:
     """Test Rank-1 (text to image) of the starting checkpoint itself, before any fine-tuning."""
     if threads:
         torch.set_num_threads(threads)
-    cfg = load_config(config, ["ROOT", root])
-    with tempfile.TemporaryDirectory() as out:
-        results = test(cfg, checkpoint_file=checkpoint, output_dir=Path(out), device="cpu", progress=False)
+    # built as a fine-tuning run builds it (this data's vocabulary and word table), not through `textreid
+    # test`: the synthetic sets ship word ids that index their own table, whose order differs between seeds
+    cfg = load_config(config, ["ROOT", root, *overrides, "MODEL.WEIGHT", checkpoint])
+    data = prepare_data(cfg, splits=("test",))
+    model = build_model_for_training(cfg, data).eval()
+    results, _ = evaluate_split(model, data.test, preprocess=data.preprocess, batch_size=cfg.test.ims_per_batch)
     return float(results["t2i"]["R1"])
 
 
@@ -172,7 +175,7 @@ def main() -> None:
             if seed not in results[name]]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as pool:
-        init_r1 = pool.submit(evaluate_init, a.config, a.root, a.init, a.threads).result() if a.init else None
+        init_r1 = pool.submit(evaluate_init, a.config, a.root, a.init, a.overrides, a.threads).result() if a.init else None
         futures = {pool.submit(run, a.config, a.root, seed, o, a.threads): (name, seed) for name, seed, o in jobs}
         for future in futures:  # in submission order; each line as soon as its run is done
             name, seed = futures[future]
