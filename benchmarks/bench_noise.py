@@ -7,7 +7,8 @@ For each seed: the tiny model (``--config``, default ``synth/tiny_moco``) traine
 without and with the consensus clean-pair division (``DIVISION.ENABLED``, from ``--division-start``),
 and for each noise rate on training captions moved to other pairs' images (RDE's procedure, seeded
 by the run's seed) without and with the division; same schedule and seeds. Prints held-out test
-Rank-1 (model selected on val), mean ± standard deviation over the seeds, as a Markdown table, and
+Rank-1 (of the model selected on val, and of the last epoch's), mean ± standard deviation over the
+seeds, as a Markdown table (with ``--init``/``--pretrain-root`` a first row: the starting model itself), and
 for the division runs how well the last division matched the truth (share of the truly noisy pairs it
 dropped, share of the kept pairs that are truly clean). ``KEY VALUE`` overrides go to every run.
 ``--root`` must hold ``datasets/synth`` (``textreid synth --out DIR/datasets/synth``). ``--jobs`` runs
@@ -17,7 +18,7 @@ By default every run starts from random weights. RDE divides with a model that s
 weights; the analogue here: ``--pretrain-root DIR`` (a data root whose ``datasets/synth`` was written
 with another ``textreid synth --seed``, so its persons are not the evaluation set's) trains the model
 once on those clean captions (``--pretrain-epochs`` epochs, the rate ÷10 after three quarters of them,
-the shared ``KEY VALUE`` overrides, seed 0), or ``--init CKPT`` names such a checkpoint; every run of
+the shared ``KEY VALUE`` overrides except that the learning rate is ``--pretrain-lr`` or the config's, seed 0), or ``--init CKPT`` names such a checkpoint; every run of
 the table then fine-tunes from it (``MODEL.WEIGHT``; an identity classifier for another number of
 persons keeps its fresh weights). With ``--json``, runs already in that file for the same settings
 are not run again.
@@ -59,41 +60,45 @@ def _division_quality(cfg, last: Path) -> dict[str, float]:
             "kept_clean": float((kept & clean).sum() / max(kept.sum(), 1)), "kept": float(kept.mean())}
 
 
-def pretrain(config: str, root: str, epochs: int, overrides: list[str], out: Path, threads: int = 0) -> Path:
+def pretrain(config: str, root: str, epochs: int, lr: float, overrides: list[str], out: Path, threads: int = 0) -> Path:
     """Train once on the clean captions under ``root`` -> the checkpoint selected on its val split."""
     if threads:
         torch.set_num_threads(threads)
     steps = f"({max(1, round(0.75 * epochs))},)"
-    cfg = load_config(config, ["ROOT", root, "SOLVER.SEED", "0", *overrides,
-                               "SOLVER.NUM_EPOCHS", str(epochs), "SOLVER.STEPS", steps])
+    lr = lr or load_config(config, []).solver.base_lr
+    cfg = load_config(config, ["ROOT", root, "SOLVER.SEED", "0", *overrides, "SOLVER.NUM_EPOCHS", str(epochs),
+                               "SOLVER.STEPS", steps, "SOLVER.BASE_LR", str(lr)])
     train(cfg, output_dir=out, device="cpu", progress=False)
     return out / "best.pth"
 
 
 def run(config: str, root: str, seed: int, overrides: list[str], threads: int = 0) -> dict:
-    """One training run -> ``{"R1": test t2i Rank-1, "seconds", "division": {...}}``."""
+    """One training run -> ``{"R1": test t2i Rank-1 of the model selected on val, "R1_last": of the last
+    epoch's model, "epoch": the selected epoch, "seconds", "division": {...}}``."""
     if threads:
         torch.set_num_threads(threads)
-    cfg = load_config(config, ["ROOT", root, "SOLVER.SEED", str(seed), *overrides])
+    cfg = load_config(config, ["ROOT", root, "SOLVER.SEED", str(seed), *overrides, "TEST.EVERY_EPOCH", "True"])
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         result = train(cfg, output_dir=Path(out), device="cpu", progress=False)
         division = _division_quality(cfg, Path(out) / "last.pth") if cfg.division.enabled else {}
-    return {"R1": float(result.metrics["test"]["t2i"]["R1"]), "seconds": time.perf_counter() - t0,
-            "division": division}
+    per_epoch = result.metrics["authors_protocol"]["R1_per_epoch"]
+    return {"R1": float(result.metrics["test"]["t2i"]["R1"]), "R1_last": float(per_epoch[str(cfg.solver.num_epochs)]),
+            "epoch": result.metrics["best_epoch"], "seconds": time.perf_counter() - t0, "division": division}
 
 
-def evaluate_init(config: str, root: str, checkpoint: str, overrides: list[str], threads: int = 0) -> float:
-    """Test Rank-1 (text to image) of the starting checkpoint itself, before any fine-tuning."""
+def evaluate_init(config: str, root: str, checkpoint: str, overrides: list[str], threads: int = 0) -> dict:
+    """Val and test Rank-1 (text to image) of the starting checkpoint itself, before any fine-tuning."""
     if threads:
         torch.set_num_threads(threads)
     # built as a fine-tuning run builds it (this data's vocabulary and word table), not through `textreid
     # test`: the synthetic sets ship word ids that index their own table, whose order differs between seeds
     cfg = load_config(config, ["ROOT", root, *overrides, "MODEL.WEIGHT", checkpoint])
-    data = prepare_data(cfg, splits=("test",))
+    data = prepare_data(cfg)
     model = build_model_for_training(cfg, data).eval()
-    results, _ = evaluate_split(model, data.test, preprocess=data.preprocess, batch_size=cfg.test.ims_per_batch)
-    return float(results["t2i"]["R1"])
+    return {split: float(evaluate_split(model, records, preprocess=data.preprocess,
+                                        batch_size=cfg.test.ims_per_batch)[0]["t2i"]["R1"])
+            for split, records in (("val", data.val), ("test", data.test))}
 
 
 def summary(values: list[float]) -> str:
@@ -123,6 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--division-start", type=int, default=1, help="epochs on all pairs before the first division")
     p.add_argument("--pretrain-root", default="", help="data root of other persons' clean captions to pretrain on")
     p.add_argument("--pretrain-epochs", type=int, default=12)
+    p.add_argument("--pretrain-lr", type=float, default=0.0, help="pretraining's SOLVER.BASE_LR (default: the "
+                   "config's own, not a BASE_LR among the overrides, which are the fine-tuning's)")
     p.add_argument("--pretrain-out", default="", help="where the pretraining writes (default: "
                    "<pretrain-root>/output/bench_noise_pretrain)")
     p.add_argument("--init", default="", help="checkpoint every run fine-tunes from (instead of --pretrain-root)")
@@ -165,7 +172,8 @@ def main() -> None:
     if a.pretrain_root:
         out = Path(a.pretrain_out or Path(a.pretrain_root) / "output" / "bench_noise_pretrain")
         t0 = time.perf_counter()
-        a.init = str(pretrain(a.config, a.pretrain_root, a.pretrain_epochs, a.overrides, out, a.threads))
+        a.init = str(pretrain(a.config, a.pretrain_root, a.pretrain_epochs, a.pretrain_lr, a.overrides, out,
+                              a.threads))
         print(f"# pretrained on {a.pretrain_root}: {a.init} ({(time.perf_counter() - t0) / 60:.1f} min)",
               file=sys.stderr, flush=True)
     rows = plan(a)
@@ -189,18 +197,19 @@ def main() -> None:
     print_table(a, results, init_r1)
 
 
-def print_table(a: argparse.Namespace, results: dict[str, dict[int, dict]], init_r1: float | None) -> None:
+def print_table(a: argparse.Namespace, results: dict[str, dict[int, dict]], init_r1: dict | None) -> None:
     print(f"{a.config}, {init_description(a)}, seeds {a.seeds}, overrides {' '.join(a.overrides) or '(none)'}: "
           "test Rank-1 (text to image), mean ± std over the seeds")
+    print("| training captions | Rank-1, model selected on val | Rank-1, last epoch | "
+          "noisy pairs dropped / kept pairs clean (last division) |\n|---|---|---|---|")
     if init_r1 is not None:
-        print(f"(the starting checkpoint itself, not fine-tuned: test Rank-1 {init_r1:.1f})")
-    print("| training captions | Rank-1 | noisy pairs dropped / kept pairs clean (last division) |\n|---|---|---|")
+        print(f"| none (the starting checkpoint, not fine-tuned) | {init_r1['test']:.1f} | | |")
     for name, by_seed in results.items():
-        values = [by_seed[s]["R1"] for s in a.seeds]
         div = [by_seed[s]["division"] for s in a.seeds if by_seed[s]["division"]]
         quality = (f"{np.mean([d['noisy_dropped'] for d in div]):.0%} / {np.mean([d['kept_clean'] for d in div]):.0%}"
                    if div else "")
-        print(f"| {name} | {summary(values)} | {quality} |")
+        print(f"| {name} | {summary([by_seed[s]['R1'] for s in a.seeds])} | "
+              f"{summary([by_seed[s]['R1_last'] for s in a.seeds])} | {quality} |")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ def test_synth_then_check_passes(synth_root: Path, capsys) -> None:
 
 
 def test_synth_command_writes_both_layouts(tmp_path: Path, capsys) -> None:
-    rc = main(["synth", "--out", str(tmp_path / "s"), "--ids", "6", "--images-per-id", "2", "--workers", "1",
-               "--image-size", "48", "24", "--quiet"])
+    rc = main(["synth", "--out", str(tmp_path / "s"), "--ids", "8", "--images-per-id", "2", "--workers", "1",
+               "--image-size", "48", "24", "--val-fraction", "0.25", "--test-fraction", "0.375", "--quiet"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["image_size"] == [48, 24]
+    assert [summary["splits"][s]["ids"] for s in ("train", "val", "test")] == [3, 2, 3]
     from PIL import Image
 
     first = next((tmp_path / "s" / "imgs").rglob("*.jpg"))

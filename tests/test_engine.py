@@ -250,6 +250,8 @@ def test_bench_noise_fine_tunes_every_run_from_the_pretrained_model(tmp_path: Pa
         for o in runs:
             assert o[o.index("MODEL.WEIGHT") + 1] == str(init.resolve()) and o[:2] == ["SOLVER.NUM_EPOCHS", "3"]
     assert "fine-tuned from" in bench_noise.init_description(a)
+    with pytest.raises(SystemExit):  # one way to say where the runs start
+        bench_noise.parse_args(["--root", "r", "--init", str(init), "--pretrain-root", "p"])
     scratch = bench_noise.parse_args(["--root", "r", "--rates", "0.5", "--seeds", "0"])
     assert all("MODEL.WEIGHT" not in o for runs in bench_noise.plan(scratch).values() for o in runs)
     assert bench_noise.init_description(scratch) == "from random initialisation"

@@ -60,7 +60,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from textreid.data.synth import generate
 
     summary = generate(args.out, num_ids=args.ids, seed=args.seed, images_per_id=args.images_per_id,
-                       image_size=tuple(args.image_size), workers=args.workers, progress=not args.quiet)
+                       image_size=tuple(args.image_size), val_fraction=args.val_fraction,
+                       test_fraction=args.test_fraction, workers=args.workers, progress=not args.quiet)
     if args.noise_rates:  # noisy training splits in RDE's noise-index format
         from textreid.data.noise import write_noise_files
         from textreid.data.readers import read_split
@@ -287,6 +288,8 @@ def _synth_parser(sub) -> None:
     p.add_argument("--images-per-id", type=int, default=4)
     p.add_argument("--image-size", type=int, nargs=2, default=[192, 64], metavar=("H", "W"),
                    help="pixels of every image (small ones make cheap CPU experiments)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the persons in val")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="share of the persons in test")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--noise-rates", type=float, nargs="+", default=[], metavar="RATE",
                    help="also write noiseindex/synth_<RATE>.npy: that share of training captions moved to other "
