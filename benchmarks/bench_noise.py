@@ -27,12 +27,14 @@ are not run again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -72,14 +74,37 @@ def pretrain(config: str, root: str, epochs: int, lr: float, overrides: list[str
     return out / "best.pth"
 
 
-def run(config: str, root: str, seed: int, overrides: list[str], threads: int = 0) -> dict:
+@contextlib.contextmanager
+def _random_division(keep: float | None, seed: int) -> Iterator[None]:
+    """The control for the division: before each epoch keep a random ``keep`` share of the pairs, whatever
+    their losses (patched in this worker process for one run; None: the real division)."""
+    from textreid.engine.division import CleanPairDivision
+
+    def divide(self, model, records, *, epoch: int, **_) -> torch.Tensor | None:
+        if epoch < self.start_epoch:
+            return None
+        gen = torch.Generator().manual_seed(seed * 100003 + epoch)
+        return (torch.rand(len(records), generator=gen) < keep).float()
+
+    real = CleanPairDivision.divide
+    if keep is not None:
+        CleanPairDivision.divide = divide
+    try:
+        yield
+    finally:
+        CleanPairDivision.divide = real
+
+
+def run(config: str, root: str, seed: int, overrides: list[str], threads: int = 0,
+        random_keep: float | None = None) -> dict:
     """One training run -> ``{"R1": test t2i Rank-1 of the model selected on val, "R1_last": of the last
-    epoch's model, "epoch": the selected epoch, "seconds", "division": {...}}``."""
+    epoch's model, "epoch": the selected epoch, "seconds", "division": {...}}``. With ``random_keep`` the
+    division (which ``overrides`` must enable) is replaced by a random one keeping that share."""
     if threads:
         torch.set_num_threads(threads)
     cfg = load_config(config, ["ROOT", root, "SOLVER.SEED", str(seed), *overrides, "TEST.EVERY_EPOCH", "True"])
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, _random_division(random_keep, seed):
         result = train(cfg, output_dir=Path(out), device="cpu", progress=False)
         division = _division_quality(cfg, Path(out) / "last.pth") if cfg.division.enabled else {}
     per_epoch = result.metrics["authors_protocol"]["R1_per_epoch"]
@@ -133,6 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrain-out", default="", help="where the pretraining writes (default: "
                    "<pretrain-root>/output/bench_noise_pretrain)")
     p.add_argument("--init", default="", help="checkpoint every run fine-tunes from (instead of --pretrain-root)")
+    p.add_argument("--random-control", action="store_true", help="also, per noise rate and seed, a run whose "
+                   "division keeps a random share of the pairs, the share the real division kept (its last division)")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once")
     p.add_argument("--threads", type=int, default=0, help="torch threads per training (0: torch's default)")
     p.add_argument("--json", default="", help="also write every run's result to this file (and skip runs in it)")
@@ -161,8 +188,9 @@ def previous_results(a: argparse.Namespace, rows: dict) -> dict[str, dict[int, d
     if (old.get("config"), old.get("overrides"), old.get("division_start"), old.get("init", "")) != (
             a.config, a.overrides, a.division_start, a.init):
         return results
+    controls = {f"{rate:.0%} noisy, random drop (the division's share)" for rate in a.rates} if a.random_control else set()
     for name, by_seed in old.get("results", {}).items():
-        if name in results:
+        if name in results or name in controls:
             results[name] = {int(s): r for s, r in by_seed.items() if int(s) in a.seeds}
     return results
 
@@ -190,11 +218,36 @@ def main() -> None:
             results[name][seed] = r = future.result()
             print(f"# {name}, seed {seed}: R1 {r['R1']:.2f} ({r['seconds'] / 60:.1f} min) {r['division']}",
                   file=sys.stderr, flush=True)
-            if a.json:
-                Path(a.json).write_text(json.dumps({"config": a.config, "overrides": a.overrides,
-                                                    "division_start": a.division_start, "init": a.init,
-                                                    "init_R1": init_r1, "results": results}, indent=1))
+            save(a, results, init_r1)
+        if a.random_control:
+            controls = random_controls(a, rows, results)
+            futures = {pool.submit(run, a.config, a.root, seed, o, a.threads, keep): (name, seed)
+                       for name, seed, o, keep in controls}
+            for future in futures:
+                name, seed = futures[future]
+                results.setdefault(name, {})[seed] = r = future.result()
+                print(f"# {name}, seed {seed}: R1 {r['R1']:.2f} {r['division']}", file=sys.stderr, flush=True)
+                save(a, results, init_r1)
     print_table(a, results, init_r1)
+
+
+def random_controls(a: argparse.Namespace, rows: dict, results: dict) -> list[tuple[str, int, list[str], float]]:
+    """(row, seed, overrides, share kept) of the random-division runs not yet in ``results``."""
+    out = []
+    for rate in a.rates:
+        divided = f"{rate:.0%} noisy, clean-pair division"
+        name = f"{rate:.0%} noisy, random drop (the division's share)"
+        for i, seed in enumerate(a.seeds):
+            if seed not in results.get(name, {}):
+                out.append((name, seed, rows[divided][i], results[divided][seed]["division"]["kept"]))
+    return out
+
+
+def save(a: argparse.Namespace, results: dict, init_r1: dict | None) -> None:
+    if a.json:
+        Path(a.json).write_text(json.dumps({"config": a.config, "overrides": a.overrides,
+                                            "division_start": a.division_start, "init": a.init,
+                                            "init_R1": init_r1, "results": results}, indent=1))
 
 
 def print_table(a: argparse.Namespace, results: dict[str, dict[int, dict]], init_r1: dict | None) -> None:

@@ -294,3 +294,29 @@ def test_test_every_epoch_reports_the_authors_protocol_across_a_resume(synth_roo
                *FAST_OVERRIDES])
     assert rc == 0
     assert json.loads((tmp_path / "t" / "metrics.json").read_text())["t2i"]["R1"] == pytest.approx(epoch2["R1"])
+
+
+def test_bench_noise_random_control_keeps_the_divisions_share_and_restores_it() -> None:
+    """The control run: the divided run's overrides, a random division keeping the share the real one kept."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_noise
+
+    from textreid.engine.division import CleanPairDivision
+
+    a = bench_noise.parse_args(["--root", "r", "--rates", "0.8", "--seeds", "0", "1", "--random-control"])
+    rows = bench_noise.plan(a)
+    divided = "80% noisy, clean-pair division"
+    results = {divided: {0: {"division": {"kept": 0.6}}, 1: {"division": {"kept": 0.3}}}}
+    controls = bench_noise.random_controls(a, rows, results)
+    assert [(c[1], c[3]) for c in controls] == [(0, 0.6), (1, 0.3)]
+    assert all(c[2] == rows[divided][i] and "DIVISION.ENABLED" in c[2] for i, c in enumerate(controls))
+    real = CleanPairDivision.divide
+    with bench_noise._random_division(0.3, seed=1):
+        division = CleanPairDivision(start_epoch=1)
+        assert division.divide(None, list(range(10)), epoch=0) is None
+        kept = division.divide(None, list(range(4000)), epoch=1)
+        assert abs(float(kept.mean()) - 0.3) < 0.03
+        assert not torch.equal(kept, division.divide(None, list(range(4000)), epoch=2))  # redrawn each epoch
+    assert CleanPairDivision.divide is real
