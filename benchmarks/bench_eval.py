@@ -136,8 +136,7 @@ def compare_trees(other_src: Path, feats, *, rerank: bool, repeat: int) -> None:
     """Wall and CPU time of the two trees' evaluate(), runs alternating (A B, B A, ...), same features."""
     if not (other_src / "textreid" / "metrics").exists() and not (other_src / "textreid" / "metrics.py").exists():
         raise SystemExit(f"--against-src {other_src}: no textreid/metrics in it (give the src/ folder of a checkout)")
-    trees = {"other": _evaluate_of(other_src), "this": _evaluate_of(None)}
-    _evaluate_of(None)  # leave this checkout's modules imported
+    trees = {"other": _evaluate_of(other_src), "this": _evaluate_of(None)}  # this checkout's modules stay imported
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
     results = {}
     for r in range(repeat + 1):  # round 0 is a warm-up

@@ -62,10 +62,23 @@ def _division_quality(cfg, last: Path) -> dict[str, float]:
             "kept_clean": float((kept & clean).sum() / max(kept.sum(), 1)), "kept": float(kept.mean())}
 
 
-def pretrain(config: str, root: str, epochs: int, lr: float, overrides: list[str], out: Path, threads: int = 0) -> Path:
-    """Train once on the clean captions under ``root`` -> the checkpoint selected on its val split."""
+def _use_threads(threads: int) -> None:
+    """Torch threads in this worker (0: torch's default)."""
     if threads:
         torch.set_num_threads(threads)
+
+
+def row_name(rate: float, kind: str) -> str:
+    """A noisy row of the table: ``kind`` is "plain", "clean-pair division" or the random control's."""
+    return f"{rate:.0%} noisy, {kind}"
+
+
+CONTROL = "random drop (the division's share)"
+
+
+def pretrain(config: str, root: str, epochs: int, lr: float, overrides: list[str], out: Path, threads: int = 0) -> Path:
+    """Train once on the clean captions under ``root`` -> the checkpoint selected on its val split."""
+    _use_threads(threads)
     steps = f"({max(1, round(0.75 * epochs))},)"
     lr = lr or load_config(config, []).solver.base_lr
     cfg = load_config(config, ["ROOT", root, "SOLVER.SEED", "0", *overrides, "SOLVER.NUM_EPOCHS", str(epochs),
@@ -100,8 +113,7 @@ def run(config: str, root: str, seed: int, overrides: list[str], threads: int = 
     """One training run -> ``{"R1": test t2i Rank-1 of the model selected on val, "R1_last": of the last
     epoch's model, "epoch": the selected epoch, "seconds", "division": {...}}``. With ``random_keep`` the
     division (which ``overrides`` must enable) is replaced by a random one keeping that share."""
-    if threads:
-        torch.set_num_threads(threads)
+    _use_threads(threads)
     cfg = load_config(config, ["ROOT", root, "SOLVER.SEED", str(seed), *overrides, "TEST.EVERY_EPOCH", "True"])
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out, _random_division(random_keep, seed):
@@ -114,8 +126,7 @@ def run(config: str, root: str, seed: int, overrides: list[str], threads: int = 
 
 def evaluate_init(config: str, root: str, checkpoint: str, overrides: list[str], threads: int = 0) -> dict:
     """Val and test Rank-1 (text to image) of the starting checkpoint itself, before any fine-tuning."""
-    if threads:
-        torch.set_num_threads(threads)
+    _use_threads(threads)
     # built as a fine-tuning run builds it (this data's vocabulary and word table), not through `textreid
     # test`: the synthetic sets ship word ids that index their own table, whose order differs between seeds
     cfg = load_config(config, ["ROOT", root, *overrides, "MODEL.WEIGHT", checkpoint])
@@ -139,8 +150,8 @@ def plan(a: argparse.Namespace) -> dict[str, list[list[str]]]:
             "clean, clean-pair division": [[*shared, *divided] for _ in a.seeds]}
     for rate in a.rates:
         noisy = [[*shared, "DATASETS.NOISE_RATE", str(rate), "DATASETS.NOISE_SEED", str(s)] for s in a.seeds]
-        rows[f"{rate:.0%} noisy, plain"] = noisy
-        rows[f"{rate:.0%} noisy, clean-pair division"] = [[*o, *divided] for o in noisy]
+        rows[row_name(rate, "plain")] = noisy
+        rows[row_name(rate, "clean-pair division")] = [[*o, *divided] for o in noisy]
     return rows
 
 
@@ -188,7 +199,7 @@ def previous_results(a: argparse.Namespace, rows: dict) -> dict[str, dict[int, d
     if (old.get("config"), old.get("overrides"), old.get("division_start"), old.get("init", "")) != (
             a.config, a.overrides, a.division_start, a.init):
         return results
-    controls = {f"{rate:.0%} noisy, random drop (the division's share)" for rate in a.rates} if a.random_control else set()
+    controls = {row_name(rate, CONTROL) for rate in a.rates} if a.random_control else set()
     for name, by_seed in old.get("results", {}).items():
         if name in results or name in controls:
             results[name] = {int(s): r for s, r in by_seed.items() if int(s) in a.seeds}
@@ -213,30 +224,29 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as pool:
         init_r1 = pool.submit(evaluate_init, a.config, a.root, a.init, a.overrides, a.threads).result() if a.init else None
         futures = {pool.submit(run, a.config, a.root, seed, o, a.threads): (name, seed) for name, seed, o in jobs}
-        for future in futures:  # in submission order; each line as soon as its run is done
-            name, seed = futures[future]
-            results[name][seed] = r = future.result()
-            print(f"# {name}, seed {seed}: R1 {r['R1']:.2f} ({r['seconds'] / 60:.1f} min) {r['division']}",
-                  file=sys.stderr, flush=True)
-            save(a, results, init_r1)
-        if a.random_control:
-            controls = random_controls(a, rows, results)
+        collect(a, futures, results, init_r1)
+        if a.random_control:  # after the divided runs: each control keeps the share its divided run kept
             futures = {pool.submit(run, a.config, a.root, seed, o, a.threads, keep): (name, seed)
-                       for name, seed, o, keep in controls}
-            for future in futures:
-                name, seed = futures[future]
-                results.setdefault(name, {})[seed] = r = future.result()
-                print(f"# {name}, seed {seed}: R1 {r['R1']:.2f} {r['division']}", file=sys.stderr, flush=True)
-                save(a, results, init_r1)
+                       for name, seed, o, keep in random_controls(a, rows, results)}
+            collect(a, futures, results, init_r1)
     print_table(a, results, init_r1)
+
+
+def collect(a: argparse.Namespace, futures: dict, results: dict, init_r1: dict | None) -> None:
+    """Each run's result into ``results`` (and ``--json``) as soon as it is done, in submission order."""
+    for future in futures:
+        name, seed = futures[future]
+        results.setdefault(name, {})[seed] = r = future.result()
+        print(f"# {name}, seed {seed}: R1 {r['R1']:.2f} ({r['seconds'] / 60:.1f} min) {r['division']}",
+              file=sys.stderr, flush=True)
+        save(a, results, init_r1)
 
 
 def random_controls(a: argparse.Namespace, rows: dict, results: dict) -> list[tuple[str, int, list[str], float]]:
     """(row, seed, overrides, share kept) of the random-division runs not yet in ``results``."""
     out = []
     for rate in a.rates:
-        divided = f"{rate:.0%} noisy, clean-pair division"
-        name = f"{rate:.0%} noisy, random drop (the division's share)"
+        divided, name = row_name(rate, "clean-pair division"), row_name(rate, CONTROL)
         for i, seed in enumerate(a.seeds):
             if seed not in results.get(name, {}):
                 out.append((name, seed, rows[divided][i], results[divided][seed]["division"]["kept"]))
