@@ -127,8 +127,7 @@ def run(config: str, root: str, seed: int, overrides: list[str], threads: int = 
 def evaluate_init(config: str, root: str, checkpoint: str, overrides: list[str], threads: int = 0) -> dict:
     """Val and test Rank-1 (text to image) of the starting checkpoint itself, before any fine-tuning."""
     _use_threads(threads)
-    # built as a fine-tuning run builds it (this data's vocabulary and word table), not through `textreid
-    # test`: the synthetic sets ship word ids that index their own table, whose order differs between seeds
+    # built as a fine-tuning run builds it (this data's vocabulary and word table): the runs' starting point
     cfg = load_config(config, ["ROOT", root, *overrides, "MODEL.WEIGHT", checkpoint])
     data = prepare_data(cfg)
     model = build_model_for_training(cfg, data).eval()

@@ -257,3 +257,34 @@ def test_evaluation_runs_in_fp32_unless_asked(synth_root: Path, tmp_path: Path, 
                      "--root", str(synth_root), "--output-dir", str(tmp_path / "eval"), "--device", "cpu",
                      "--quiet", *extra]) == 0
         assert seen and set(seen) == {expected}
+
+
+def test_split_with_ids_of_another_word_table_is_tokenised(trained_run: Path, synth_root: Path, caplog) -> None:
+    """A model trained on shipped ids, evaluated on a split whose ids index another table (another dataset's
+    word order): its captions are tokenised with the model's vocabulary, with a warning, not fed as ids."""
+    import dataclasses
+
+    from textreid.api import load
+    from textreid.data.loaders import tokenize_items
+    from textreid.data.readers import read_split
+    from textreid.engine.evaluator import embed_split
+
+    encoder = load(trained_run / "best.pth", device="cpu")
+    spec = encoder.preprocess
+    assert spec.shipped_ids
+    records = read_split("synth_test", root=synth_root)
+    size = len(spec.vocab)
+    perm = np.random.default_rng(0).permutation(size)  # the same words in another table's order
+    moved = [dataclasses.replace(r, word_ids=tuple(int(perm[i]) for i in r.word_ids)) for r in records]
+    items = [{"caption": r.caption, "word_ids": list(r.word_ids)} for r in moved]
+    fed_as_ids = tokenize_items(items, spec.text_tokenizer(), shipped_ids=True)["word_ids"]
+    assert not torch.equal(fed_as_ids, tokenize_items(items, spec.text_tokenizer())["word_ids"])
+
+    assert spec.vocab.id_agreement([r.caption for r in records], [r.word_ids for r in records]) == 1.0
+    assert spec.vocab.id_agreement([r.caption for r in moved], [r.word_ids for r in moved]) < 0.2
+    with caplog.at_level("WARNING", logger="textreid"):
+        own = embed_split(encoder.model, records, preprocess=spec)
+        assert "shipped word ids" not in caplog.text
+        other = embed_split(encoder.model, moved, preprocess=spec)
+    assert "shipped word ids name their caption's word" in caplog.text
+    assert torch.allclose(own["text_feats"], other["text_feats"], atol=1e-6)

@@ -8,13 +8,15 @@ the training records), stored in every checkpoint under ``"preprocess"`` and rea
 loaders, the evaluator, ``textreid.load`` and search, so that training, evaluation and free-text
 search turn a caption into the same ids whatever layout the evaluated split comes in.
 
-Shipped ids are used only when the model was trained on them (``shipped_ids``): a model whose
-vocabulary was built from raw captions tokenises every caption, even when an evaluated split
-(the authors' layout) carries ids of another vocabulary.
+Shipped ids are used only when the model was trained on them (``shipped_ids``) and an evaluated
+split's ids index the model's vocabulary (``uses_shipped_ids``): a model whose vocabulary was built
+from raw captions, or recovered from another dataset's ids, tokenises every caption of a split that
+carries ids of another word table.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,10 @@ from textreid.data.transforms import ERASE_FILLS, build_transforms
 from textreid.data.vocab import Vocabulary
 
 FORMAT = "textreid-preprocess-v1"
+MIN_ID_AGREEMENT = 0.9  # share of a split's shipped ids that must name their caption's word in the model's vocabulary
+_ID_SAMPLE = 2000  # records checked (evenly spread over the split)
+
+log = logging.getLogger("textreid")
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,23 @@ class Preprocess:
         i = self.image
         return build_transforms(height=i.height, width=i.width, mean=i.mean, std=i.std, train=train,
                                 use_aug=i.augment, padding=i.padding, erase_fill=i.erase_fill)
+
+    def uses_shipped_ids(self, records: Sequence[Any], *, name: str = "the split") -> bool:
+        """Whether these records' shipped word ids feed the model: it was trained on shipped ids and these
+        index its vocabulary. Another dataset's ids index another word table (a model of CUHK-PEDES on
+        ICFG-PEDES files, synthetic sets of other seeds): its captions are tokenised instead, with a warning.
+        """
+        if not self.shipped_ids:
+            return False
+        assert self.vocab is not None
+        sample = [r for r in records[:: max(1, len(records) // _ID_SAMPLE)] if r.word_ids is not None]
+        agreement = self.vocab.id_agreement([r.caption for r in sample], [r.word_ids for r in sample])
+        if agreement is None or agreement >= MIN_ID_AGREEMENT:
+            return True
+        log.warning("%s: only %.0f%% of its shipped word ids name their caption's word in the model's vocabulary "
+                    "(another word table); its captions are tokenised with the model's vocabulary instead",
+                    name, 100 * agreement)
+        return False
 
     # ----------------------------------------------------------------------- persistence
     def to_dict(self) -> dict[str, Any]:

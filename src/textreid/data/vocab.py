@@ -109,6 +109,21 @@ class Vocabulary:
                 ids.append(i)
         return ids if max_length is None else ids[:max_length]
 
+    def id_agreement(self, sentences: Sequence[str], onehots: Sequence[Sequence[int]]) -> float | None:
+        """Share of shipped ids that name their sentence's word in this vocabulary (None: nothing to compare).
+
+        Only pairs whose word count equals their id count are compared, as in ``from_aligned``; ids outside
+        the vocabulary disagree. A split whose ids index another word table scores near 0.
+        """
+        same = total = 0
+        for sentence, ids in zip(sentences, onehots, strict=True):
+            words = tokenize(sentence)
+            if len(words) != len(ids):
+                continue
+            total += len(ids)
+            same += sum(1 for w, i in zip(words, ids, strict=True) if 0 <= i < len(self.words) and self.words[i] == w)
+        return same / total if total else None
+
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Words of ``ids`` (for display and debugging)."""
         return [self.words[i] for i in ids]

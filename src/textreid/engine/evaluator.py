@@ -43,7 +43,7 @@ def embed_split(model: nn.Module, records: list[Record], *, preprocess: Preproce
     core.eval()
     loaders = build_eval_loaders(records, transform=preprocess.transform(), tokenizer=preprocess.text_tokenizer(),
                                  batch_size=batch_size, num_workers=num_workers,
-                                 shipped_ids=preprocess.shipped_ids, rank=dist.get_rank(),
+                                 shipped_ids=preprocess.uses_shipped_ids(records), rank=dist.get_rank(),
                                  world_size=dist.get_world_size())
     image_feats, text_feats = [], []
     for batch in tqdm(loaders.image_loader, desc="embed images", disable=not progress, leave=False):
