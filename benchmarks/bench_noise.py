@@ -144,7 +144,7 @@ def summary(values: list[float]) -> str:
 def plan(a: argparse.Namespace) -> dict[str, list[list[str]]]:
     """Row name -> the overrides of each seed's run."""
     divided = ["DIVISION.ENABLED", "True", "DIVISION.START_EPOCH", str(a.division_start)]
-    shared = [*a.overrides, *(["MODEL.WEIGHT", str(Path(a.init).resolve())] if a.init else [])]
+    shared = [*a.overrides, *(["MODEL.WEIGHT", a.init] if a.init else [])]
     rows = {"clean": [list(shared) for _ in a.seeds],
             "clean, clean-pair division": [[*shared, *divided] for _ in a.seeds]}
     for rate in a.rates:
@@ -179,6 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("give --init or --pretrain-root, not both")
     if a.init and not Path(a.init).is_file():
         p.error(f"--init {a.init}: no such checkpoint")
+    if a.init:  # MODEL.WEIGHT is read relative to --root
+        a.init = str(Path(a.init).resolve())
     return a
 
 
