@@ -72,11 +72,11 @@ def test_load_and_encode_match_model_by_hand(saved: tuple[Path, torch.nn.Module,
     assert enc.encode_text([]).shape == (0, 12)
 
 
-def test_from_model_restores_training_mode(saved: tuple[Path, torch.nn.Module, Vocabulary]) -> None:
+def test_in_memory_model_keeps_its_training_mode(saved: tuple[Path, torch.nn.Module, Vocabulary]) -> None:
     _, model, vocab = saved
     model.train()
     transform = build_transforms(height=32, width=16, mean=[0.5] * 3, std=[0.5] * 3, train=False)
-    enc = textreid.Encoder.from_model(model, WordTokenizer(vocab, max_length=4), transform)
+    enc = textreid.Encoder(model, WordTokenizer(vocab, max_length=4), transform)  # e.g. the trainer's model
     out = enc.encode_text(CAPTIONS[:1])
     assert out.shape == (1, 12) and model.training
     assert torch.is_tensor(enc.encode_images([torch.zeros(3, 32, 16)]))

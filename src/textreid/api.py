@@ -31,7 +31,11 @@ ImageInput = Image.Image | str | Path | torch.Tensor
 
 
 class Encoder:
-    """Embeds texts and images with a TextReID model; outputs are L2-normalised ``[N, D]`` float32."""
+    """Embeds texts and images with a TextReID model; outputs are L2-normalised ``[N, D]`` float32.
+
+    ``textreid.load`` builds one from a checkpoint; an in-memory model (e.g. the trainer's) is wrapped
+    directly and stays on its device unless ``device`` is given.
+    """
 
     def __init__(
         self,
@@ -60,21 +64,6 @@ class Encoder:
         self.vocab = vocab
         self.preprocess = preprocess  # the data.preprocess.Preprocess the model was trained with, when known
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-
-    @classmethod
-    def from_model(
-        cls,
-        model: nn.Module,
-        tokenizer: Callable[[list[str]], dict[str, torch.Tensor]],
-        transform: Callable[[Image.Image], torch.Tensor],
-        *,
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
-        config: Any | None = None,
-        vocab: Any | None = None,
-    ) -> Encoder:
-        """Wrap an in-memory model (e.g. the trainer's); it stays on its device unless ``device`` is given."""
-        return cls(model, tokenizer, transform, device=device, dtype=dtype, config=config, vocab=vocab)
 
     @property
     def embed_dim(self) -> int:
