@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from textreid.data.records import Record
 from textreid.data.text import TOKENIZERS, ClipTokenizer, WordTokenizer
 from textreid.data.transforms import ERASE_FILLS, build_transforms
 from textreid.data.vocab import Vocabulary
@@ -85,7 +86,7 @@ class Preprocess:
         return build_transforms(height=i.height, width=i.width, mean=i.mean, std=i.std, train=train,
                                 use_aug=i.augment, padding=i.padding, erase_fill=i.erase_fill)
 
-    def uses_shipped_ids(self, records: Sequence[Any], *, name: str = "the split") -> bool:
+    def uses_shipped_ids(self, records: Sequence[Record]) -> bool:
         """Whether these records' shipped word ids feed the model: it was trained on shipped ids and these
         index its vocabulary. Another dataset's ids index another word table (a model of CUHK-PEDES on
         ICFG-PEDES files, synthetic sets of other seeds): its captions are tokenised instead, with a warning.
@@ -97,9 +98,9 @@ class Preprocess:
         agreement = self.vocab.id_agreement([r.caption for r in sample], [r.word_ids for r in sample])
         if agreement is None or agreement >= MIN_ID_AGREEMENT:
             return True
-        log.warning("%s: only %.0f%% of its shipped word ids name their caption's word in the model's vocabulary "
-                    "(another word table); its captions are tokenised with the model's vocabulary instead",
-                    name, 100 * agreement)
+        log.warning("evaluated split: only %.0f%% of its shipped word ids name their caption's word in the model's "
+                    "vocabulary (another word table); its captions are tokenised with the model's vocabulary instead",
+                    100 * agreement)
         return False
 
     # ----------------------------------------------------------------------- persistence
