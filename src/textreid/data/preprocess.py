@@ -17,6 +17,7 @@ carries ids of another word table.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,9 +99,10 @@ class Preprocess:
         agreement = self.vocab.id_agreement([r.caption for r in sample], [r.word_ids for r in sample])
         if agreement is None or agreement >= MIN_ID_AGREEMENT:
             return True
-        log.warning("evaluated split: only %.0f%% of its shipped word ids name their caption's word in the model's "
-                    "vocabulary (another word table); its captions are tokenised with the model's vocabulary instead",
-                    100 * agreement)
+        where = os.path.commonpath([str(r.image_path) for r in sample])
+        log.warning("%s split (images under %s): only %.0f%% of its shipped word ids name their caption's word in the "
+                    "model's vocabulary (another word table); its captions are tokenised with the model's vocabulary "
+                    "instead", "/".join(sorted({r.split for r in sample})), where, 100 * agreement)
         return False
 
     # ----------------------------------------------------------------------- persistence

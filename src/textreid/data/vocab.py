@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,15 @@ _FORMAT = "textreid-vocabulary"
 def tokenize(text: str) -> list[str]:
     """Lower-cased words of ``text`` (runs of letters/digits; apostrophes split words)."""
     return _WORD.findall(text.lower())
+
+
+def _aligned(sentences: Sequence[str], onehots: Sequence[Sequence[int]]) -> Iterator[tuple[int, list[str], Sequence[int]]]:
+    """(pair index, words, ids) of the pairs whose word count equals their id count: the only pairs where
+    the i-th id can be read as the i-th word."""
+    for n, (sentence, ids) in enumerate(zip(sentences, onehots, strict=True)):
+        words = tokenize(sentence)
+        if len(words) == len(ids):
+            yield n, words, ids
 
 
 class Vocabulary:
@@ -82,10 +91,7 @@ class Vocabulary:
         if len(sentences) != len(onehots):
             raise ValueError(f"from_aligned: {len(sentences)} sentences but {len(onehots)} onehot lists")
         votes: list[Counter[str] | None] = [None] * size
-        for n, (sentence, ids) in enumerate(zip(sentences, onehots, strict=True)):
-            words = tokenize(sentence)
-            if len(words) != len(ids):
-                continue
+        for n, words, ids in _aligned(sentences, onehots):
             for word, i in zip(words, ids, strict=True):
                 if not 0 <= i < size:
                     raise ValueError(f"from_aligned: pair {n} has id {i} outside the table of {size} rows")
@@ -116,10 +122,7 @@ class Vocabulary:
         the vocabulary disagree. A split whose ids index another word table scores near 0.
         """
         same = total = 0
-        for sentence, ids in zip(sentences, onehots, strict=True):
-            words = tokenize(sentence)
-            if len(words) != len(ids):
-                continue
+        for _, words, ids in _aligned(sentences, onehots):
             total += len(ids)
             same += sum(1 for w, i in zip(words, ids, strict=True) if 0 <= i < len(self.words) and self.words[i] == w)
         return same / total if total else None
