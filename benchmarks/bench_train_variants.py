@@ -11,8 +11,10 @@ Variants (combine with "+"):
   open_clip_pool   the image tower's attention pool run through open_clip's (and the authors')
                    forward: every token projected to queries/keys/values
   nchw             images and weights in NCHW instead of channels-last (SOLVER.CHANNELS_LAST False)
+  recomputeN       the image tower's first N stages recomputed in backward (SOLVER.RECOMPUTE_STAGES N, 1-5)
 
     python benchmarks/bench_train_variants.py open_clip_pool default nchw --rounds 2
+    python benchmarks/bench_train_variants.py default recompute2 recompute3 --rounds 3
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import bench_config, build_setup, fixed_batches, train_step  # noqa: E402
 
-VARIANTS = ("default", "open_clip_pool", "nchw")
+VARIANTS = ("default", "open_clip_pool", "nchw", *(f"recompute{n}" for n in range(1, 6)))
 
 
 def _cpu_seconds() -> float:
@@ -42,6 +44,11 @@ def build_variant(name: str, cfg, batch: int):
     if unknown:
         raise SystemExit(f"unknown variant {sorted(unknown)}; valid: {', '.join(VARIANTS)} (combine with +)")
     setup = build_setup(cfg, "cpu", channels_last="nchw" not in parts, seed=0)
+    for part in parts:
+        if part.startswith("recompute"):
+            from textreid.models.recompute import set_recompute_stages
+
+            set_recompute_stages(setup.model, int(part.removeprefix("recompute")))
     if "open_clip_pool" in parts:
         from open_clip.modified_resnet import AttentionPool2d
 

@@ -78,6 +78,7 @@ def build_setup(cfg: Config, device: str | torch.device, amp: str = "off", chann
     from textreid.engine.optim import build_optimizer
     from textreid.models.build import build_model
     from textreid.models.recipes import FRESH_MODULES, build_criterion
+    from textreid.models.recompute import set_recompute_stages
 
     dev = torch.device(device)
     torch.manual_seed(seed)
@@ -87,6 +88,7 @@ def build_setup(cfg: Config, device: str | torch.device, amp: str = "off", chann
         table, vocab, classes = random_word_table(cfg), VOCAB, cfg.model.num_classes or NUM_CLASSES
     model = build_model(cfg, num_classes=classes, vocab_size=vocab, word_table=table, load_pretrained=False)
     model.to(dev).train()
+    set_recompute_stages(model, cfg.solver.recompute_stages)
     channels_last = cfg.solver.channels_last if channels_last is None else channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

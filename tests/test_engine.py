@@ -320,3 +320,25 @@ def test_bench_noise_random_control_keeps_the_divisions_share_and_restores_it() 
         assert abs(float(kept.mean()) - 0.3) < 0.03
         assert not torch.equal(kept, division.divide(None, list(range(4000)), epoch=2))  # redrawn each epoch
     assert CleanPairDivision.divide is real
+
+
+def test_recomputed_stages_train_to_the_same_weights(synth_root: Path, one_epoch_run: Path, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    """SOLVER.RECOMPUTE_STAGES reaches the trainer's model and changes nothing but memory: same weights,
+    BatchNorm statistics and queues after an epoch."""
+    import textreid.models.recompute as recompute
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return recompute.torch.utils.checkpoint.checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(recompute, "checkpoint", counted)
+    cfg = _cfg(synth_root, "SOLVER.NUM_EPOCHS", "1", "SOLVER.RECOMPUTE_STAGES", "2")
+    train(cfg, output_dir=tmp_path / "run", device="cpu", progress=False)
+    assert calls  # the stem and layer1 went through the recomputation
+    ours = load_checkpoint(tmp_path / "run" / "last.pth")["model"]
+    plain = load_checkpoint(one_epoch_run / "last.pth")["model"]
+    assert ours.keys() == plain.keys()
+    assert all(torch.equal(ours[k], plain[k]) for k in plain), [k for k in plain if not torch.equal(ours[k], plain[k])]

@@ -220,6 +220,7 @@ class SolverConfig:
     deterministic: bool = False  # deterministic algorithms (bit-exact resume on CPU)
     sync_bn: bool = False  # SyncBatchNorm under torch.distributed
     channels_last: bool = True  # NHWC images + conv weights (oneDNN's preferred layout; README: measured vs NCHW)
+    recompute_stages: int = 0  # ResNet stages (1 = stem, 2 = + layer1, ... 5) recomputed in backward: less memory, same results
 
 
 @dataclass

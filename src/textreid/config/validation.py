@@ -65,6 +65,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str, bool]] = {
     "solver.target_lr": (lambda v: _finite(v) and v >= 0, "a finite number >= 0", True),
     "solver.grad_clip": (lambda v: _finite(v) and v >= 0, "a finite number >= 0 (0 = no clipping)", True),
     "solver.seed": (lambda v: v >= 0, "an integer >= 0", True),
+    "solver.recompute_stages": (lambda v: 0 <= v <= 5, "an integer in [0, 5] (stem, layer1..layer4; 0 = none)", True),
 }
 
 

@@ -48,6 +48,7 @@ from textreid.fileio import atomic_write_json
 from textreid.metrics import format_table
 from textreid.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from textreid.models.recipes import FRESH_MODULES, build_criterion
+from textreid.models.recompute import set_recompute_stages
 
 log = logging.getLogger("textreid")
 
@@ -202,6 +203,7 @@ def start_run(cfg: Config, *, output_dir: Path, device: str, resume_from: str | 
 
 def _build_model(cfg: Config, data: RunData, dev: torch.device) -> nn.Module:
     model = build_model_for_training(cfg, data).to(dev)
+    set_recompute_stages(model, cfg.solver.recompute_stages)
     if cfg.solver.channels_last:  # oneDNN (CPU) and cuDNN (GPU) convolutions are faster in NHWC
         model = model.to(memory_format=torch.channels_last)
     if dist.is_dist() and cfg.solver.sync_bn:

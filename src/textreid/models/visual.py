@@ -33,6 +33,7 @@ from .clip_weights import (
     load_clip_state_dict,
     split_clip_state_dict,
 )
+from .recompute import run_stages
 from .state_dict import strip_prefix
 
 ImageSize = tuple[int, int]
@@ -194,14 +195,12 @@ class ClipResNet(ModifiedResNet):
         )
         self.init_parameters()
         self.out_dim = output_dim
+        self.recompute_stages = 0  # leading stages (stem, layer1, ...) recomputed in backward (SOLVER.RECOMPUTE_STAGES)
 
     def features(self, images: Tensor) -> Tensor:
         """The last stage's feature map ``[B, 32*width, h, w]`` (before attention pooling)."""
-        x = self.stem(images)  # [B, width, H/4, W/4]
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)  # [B, 32*width, h, w]
+        stages = (self.stem, self.layer1, self.layer2, self.layer3, self.layer4)  # stem: [B, width, H/4, W/4]
+        return run_stages(self, stages, images, self.recompute_stages)  # [B, 32*width, h, w]
 
     def forward(self, images: Tensor) -> Tensor:
         """Attention-pooled image features ``[B, out_dim]``."""
@@ -277,12 +276,15 @@ class TorchvisionResNet(nn.Module):
             setattr(self, name, getattr(trunk, name))
         self.res5_stride = res5_stride
         self.out_dim = 512 * torchvision.models.resnet.Bottleneck.expansion
+        self.recompute_stages = 0  # leading stages (stem, layer1, ...) recomputed in backward (SOLVER.RECOMPUTE_STAGES)
+
+    def stem(self, images: Tensor) -> Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(images))))  # [B, 64, H/4, W/4]
 
     def features(self, images: Tensor) -> Tensor:
         """The last stage's feature map ``[B, 2048, h, w]``."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))  # [B, 64, H/4, W/4]
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.layer4(x)  # [B, 2048, h, w]
+        stages = (self.stem, self.layer1, self.layer2, self.layer3, self.layer4)
+        return run_stages(self, stages, images, self.recompute_stages)  # [B, 2048, h, w]
 
     def forward(self, images: Tensor) -> Tensor:
         """Globally average-pooled features ``[B, 2048]``."""
